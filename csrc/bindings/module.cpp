@@ -7,10 +7,14 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "core/deflate.hpp"
 #include "core/format.hpp"
+#include "core/inflate.hpp"
 #include "core/kernels.hpp"
 #include "core/reader.hpp"
 #include "core/writer.hpp"
@@ -30,6 +34,19 @@ void set_error(const Error& e) {
                         py::arg("record") = record);
   PyErr_SetObject(g_error_type, inst.ptr());
 }
+
+// Small calls keep the GIL: releasing it costs more than the work.
+constexpr size_t kReleaseGilAbove = 16 * 1024;
+
+class MaybeNoGil {
+ public:
+  explicit MaybeNoGil(size_t work) {
+    if (work > kReleaseGilAbove) release_.emplace();
+  }
+
+ private:
+  std::optional<py::gil_scoped_release> release_;
+};
 
 // ---- input buffers ---------------------------------------------------------
 
@@ -113,44 +130,169 @@ py::str record_name(const RecordInfo& r) {
 
 // ---- loads -----------------------------------------------------------------
 
-py::dict loads(py::handle data, bool copy, const std::string& byteorder, bool relabel_float32,
-               py::handle max_size) {
+ReadOptions read_options(py::handle byteorder, bool relabel_float32, py::handle max_size) {
+  if (!py::isinstance<py::str>(byteorder))
+    throw Error(Reason::bad_argument, "byteorder must be '<', '>' or 'auto'");
   ReadOptions opts;
-  opts.byteorder = parse_byteorder(byteorder);
+  opts.byteorder = parse_byteorder(byteorder.cast<std::string>());
   opts.relabel_float32 = relabel_float32;
-  parse_max_size(max_size);  // validated; uncompressed input is bounded by itself
-  Input in(data);
-  CollectingSink sink(copy);
-  {
-    py::gil_scoped_release nogil;
-    Reader reader(opts, &sink);
-    reader.feed(in.data, in.size, /*borrow=*/true);
-    reader.finish();
-  }
-  py::dict out;
+  opts.max_size = parse_max_size(max_size);
+  return opts;
+}
+
+// Builds (name, array) results; borrowed payloads become views on `in`.
+template <typename Emit>
+void emit_records(std::vector<CollectedRecord>& records, const Input* in, Emit emit) {
   py::object base;  // one uint8 array over the whole input; views inherit its flags
-  for (CollectedRecord& c : sink.records()) {
+  for (CollectedRecord& c : records) {
     py::array arr;
     if (c.owned) {
       arr = owned_array(c);
     } else {
       if (!base) {
-        py::array u8(py::dtype("uint8"), {py::ssize_t(in.size)}, {py::ssize_t(1)}, in.data,
-                     in.view);
-        if (in.readonly) u8.attr("setflags")(py::arg("write") = false);
+        py::array u8(py::dtype("uint8"), {py::ssize_t(in->size)}, {py::ssize_t(1)}, in->data,
+                     in->view);
+        if (in->readonly) u8.attr("setflags")(py::arg("write") = false);
         base = u8;
       }
-      arr = make_array(c.info, c.info.big_endian, in.data + c.info.payload_offset, base);
+      arr = make_array(c.info, c.info.big_endian, in->data + c.info.payload_offset, base);
     }
-    out[record_name(c.info)] = arr;
+    emit(record_name(c.info), std::move(arr));
   }
+}
+
+py::dict loads(py::handle data, bool copy, py::handle byteorder, bool relabel_float32,
+               py::handle max_size) {
+  ReadOptions opts = read_options(byteorder, relabel_float32, max_size);
+  Input in(data);
+  Wrapper w = detect_wrapper(in.data, std::min<size_t>(in.size, 4));
+  // Uncompressed input is bounded by itself; views need no limit.
+  if (w == Wrapper::none) opts.max_size = UINT64_MAX;
+  CollectingSink sink(copy || w != Wrapper::none);
+  {
+    MaybeNoGil nogil(in.size);
+    StreamDecoder dec(opts, &sink);
+    dec.feed(in.data, in.size, /*borrow=*/true);
+    dec.finish();
+  }
+  py::dict out;
+  emit_records(sink.records(), &in, [&](py::str name, py::array arr) { out[name] = arr; });
   return out;
+}
+
+// ---- Decoder ---------------------------------------------------------------
+
+class Decoder {
+ public:
+  Decoder(py::handle byteorder, bool relabel_float32, py::handle max_size)
+      : opts_(read_options(byteorder, relabel_float32, max_size)), sink_(true),
+        dec_(std::make_unique<StreamDecoder>(opts_, &sink_)) {}
+
+  py::list feed(py::handle chunk) {
+    Input in(chunk);
+    std::vector<CollectedRecord> done;
+    {
+      MaybeNoGil nogil(in.size);
+      std::lock_guard<std::mutex> lock(mu_);
+      check_open();
+      run([&] { dec_->feed(in.data, in.size); });
+      done.swap(sink_.records());
+    }
+    py::list out;
+    emit_records(done, nullptr, [&](py::str name, py::array arr) {
+      out.append(py::make_tuple(name, arr));
+    });
+    return out;
+  }
+
+  void close() {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (state_ == State::closed) return;
+    check_open();
+    run([&] { dec_->finish(); });
+    state_ = State::closed;
+  }
+
+  py::object byteorder() {
+    std::lock_guard<std::mutex> lock(mu_);
+    const Reader& r = dec_->reader();
+    if (opts_.byteorder == ByteOrder::automatic && !r.order_decided()) return py::none();
+    return py::str(r.decided_order() == ByteOrder::big ? ">" : "<");
+  }
+
+  py::object wrapper() {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!dec_->wrapper_known()) return py::none();
+    return py::str(wrapper_name(dec_->wrapper()));
+  }
+
+ private:
+  enum class State { open, closed, failed };
+
+  void check_open() {
+    if (state_ == State::closed) throw Error(Reason::closed, "the decoder is closed");
+    if (state_ == State::failed)
+      throw Error(Reason::closed, "the decoder stopped at an earlier error");
+  }
+
+  template <typename F>
+  void run(F f) {
+    try {
+      f();
+    } catch (...) {
+      state_ = State::failed;
+      sink_.records().clear();
+      throw;
+    }
+  }
+
+  ReadOptions opts_;
+  CollectingSink sink_;
+  std::unique_ptr<StreamDecoder> dec_;
+  State state_ = State::open;
+  std::mutex mu_;
+};
+
+// ---- compress / decompress --------------------------------------------------
+
+py::bytes to_bytes(const std::vector<uint8_t>& v) {
+  return py::bytes(reinterpret_cast<const char*>(v.data()), v.size());
+}
+
+py::bytes compress(py::handle data, long level, const std::string& wrapper) {
+  Wrapper w = parse_wrapper(wrapper.c_str());  // DeflateSink refuses "none"
+  int lvl = check_level(level);
+  Input in(data);
+  std::vector<uint8_t> out;
+  {
+    MaybeNoGil nogil(in.size);
+    out = deflate_all(in.data, in.size, lvl, w);
+  }
+  return to_bytes(out);
+}
+
+py::bytes decompress(py::handle data, const std::string& wrapper, py::handle max_size) {
+  uint64_t limit = parse_max_size(max_size);
+  Input in(data);
+  Wrapper w = wrapper == "auto" ? detect_wrapper(in.data, std::min<size_t>(in.size, 4))
+                                : parse_wrapper(wrapper.c_str());
+  std::vector<uint8_t> out;
+  {
+    MaybeNoGil nogil(in.size);
+    out = inflate_all(in.data, in.size, w, limit);
+  }
+  return to_bytes(out);
+}
+
+py::str detect(py::handle data) {
+  Input in(data);
+  return py::str(wrapper_name(detect_wrapper(in.data, std::min<size_t>(in.size, 4))));
 }
 
 // ---- dumps -----------------------------------------------------------------
 
-// records: [(name: str, shape: tuple, code: int, data: C-contiguous little-endian array, convert: int)]
-py::bytes encode_records(py::list records) {
+// records: [(name: str, shape: tuple, code: int, data: C-contiguous native array, convert: int)]
+py::bytes encode_records(py::list records, py::object level, const std::string& wrapper) {
   std::vector<WriteRecord> recs;
   std::vector<py::buffer_info> keep;  // buffer exports live until encoding ends
   recs.reserve(records.size());
@@ -168,12 +310,32 @@ py::bytes encode_records(py::list records) {
     recs.push_back(std::move(r));
   }
   uint64_t size = validate(recs);
+  if (!level.is_none()) {
+    Wrapper w = parse_wrapper(wrapper.c_str());
+    int lvl = check_level(level.cast<long>());
+    std::vector<uint8_t> out;
+    {
+      MaybeNoGil nogil(size);
+      if (lvl <= 1) {
+        // zlib-ng's stored and quick strategies cut blocks where the input
+        // arrives, so they get the whole blob in one call, as compress() does.
+        std::vector<uint8_t> blob(size);
+        encode_to(recs, blob.data(), size);
+        out = deflate_all(blob.data(), blob.size(), lvl, w);
+      } else {
+        DeflateSink sink(lvl, w, size);
+        encode(recs, sink);
+        out = sink.finish();
+      }
+    }
+    return to_bytes(out);
+  }
   PyObject* raw = PyBytes_FromStringAndSize(nullptr, py::ssize_t(size));
   if (raw == nullptr) throw py::error_already_set();
   py::bytes out = py::reinterpret_steal<py::bytes>(raw);
   auto* dst = reinterpret_cast<uint8_t*>(PyBytes_AS_STRING(raw));
   {
-    py::gil_scoped_release nogil;
+    MaybeNoGil nogil(size);
     encode_to(recs, dst, size);
   }
   return out;
@@ -210,6 +372,18 @@ PYBIND11_MODULE(_native, m) {
   m.def("loads", &loads, py::arg("data"), py::kw_only(), py::arg("copy") = false,
         py::arg("byteorder") = "<", py::arg("relabel_float32") = false,
         py::arg("max_size") = py::none());
-  m.def("encode", &encode_records, py::arg("records"));
+  m.def("encode", &encode_records, py::arg("records"), py::arg("level") = py::none(),
+        py::arg("wrapper") = "zlib");
+  m.def("compress", &compress, py::arg("data"), py::arg("level") = 6, py::arg("wrapper") = "zlib");
+  m.def("decompress", &decompress, py::arg("data"), py::kw_only(), py::arg("wrapper") = "auto",
+        py::arg("max_size") = py::none());
+  m.def("detect_wrapper", &detect, py::arg("data"));
+  py::class_<Decoder>(m, "Decoder")
+      .def(py::init<py::handle, bool, py::handle>(), py::kw_only(), py::arg("byteorder") = "<",
+           py::arg("relabel_float32") = false, py::arg("max_size") = py::none())
+      .def("feed", &Decoder::feed, py::arg("chunk"))
+      .def("close", &Decoder::close)
+      .def_property_readonly("byteorder", &Decoder::byteorder)
+      .def_property_readonly("wrapper", &Decoder::wrapper);
   m.def("build_info", &build_info);
 }

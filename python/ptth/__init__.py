@@ -40,6 +40,11 @@ loads = _impl.loads
 dumps = _impl.dumps
 load = _impl.load
 dump = _impl.dump
+iter_load = _impl.iter_load
+Decoder = _impl.Decoder
+compress = _impl.compress
+decompress = _impl.decompress
+detect_wrapper = _impl.detect_wrapper
 
 
 def build_info() -> dict:
@@ -53,5 +58,6 @@ def build_info() -> dict:
 
 __all__ = [
     "PTTHError", "REASONS", "DEFAULT_MAX_SIZE", "backend", "build_info",
-    "loads", "dumps", "load", "dump",
+    "loads", "dumps", "load", "dump", "iter_load", "Decoder",
+    "compress", "decompress", "detect_wrapper",
 ]

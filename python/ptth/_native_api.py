@@ -11,7 +11,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from . import _native
-from ._source import open_target, read_all
+from ._source import READ_CHUNK, open_source, open_target, read_all
 from .errors import PTTHError
 
 name = "native"
@@ -84,9 +84,81 @@ def _byteorder(byteorder):
 
 
 def dumps(tensors, *, dtype=None, compress=None, wrapper="zlib"):
-    if compress is not None:
-        raise PTTHError("bad_argument", "compression is not available in this build")
-    return _native.encode(_records(tensors, dtype))
+    return _native.encode(_records(tensors, dtype), _level(compress), _wrapper(wrapper))
+
+
+def _level(level):
+    if level is None:
+        return None
+    if isinstance(level, bool) or not isinstance(level, int):
+        raise PTTHError("bad_argument", f"compression level must be an int 0..9, not {level!r}")
+    return level
+
+
+def _wrapper(wrapper):
+    if not isinstance(wrapper, str):
+        raise PTTHError("bad_argument", f"wrapper must be a str, not {type(wrapper).__name__}")
+    return wrapper
+
+
+def compress(data, level=6, wrapper="zlib"):
+    lvl = _level(level)
+    if lvl is None:
+        raise PTTHError("bad_argument", "compression level must be an int 0..9, not None")
+    return _native.compress(data, lvl, _wrapper(wrapper))
+
+
+def decompress(data, *, wrapper="auto", max_size=None):
+    return _native.decompress(data, wrapper=_wrapper(wrapper), max_size=max_size)
+
+
+def detect_wrapper(data) -> str:
+    """The wrapper SPEC.md's table gives for these first bytes."""
+    return _native.detect_wrapper(data)
+
+
+class Decoder:
+    """Streaming decoder: ``feed(chunk)`` returns the records that chunk completed."""
+
+    def __init__(self, *, copy=True, byteorder="<", relabel_float32=False, max_size=None):
+        # Streamed arrays are always owned; `copy` is accepted for loads_kw symmetry.
+        self._dec = _native.Decoder(byteorder=_byteorder(byteorder),
+                                    relabel_float32=bool(relabel_float32), max_size=max_size)
+
+    def feed(self, chunk):
+        return self._dec.feed(chunk)
+
+    def close(self) -> None:
+        self._dec.close()
+
+    @property
+    def byteorder(self):
+        return self._dec.byteorder
+
+    @property
+    def wrapper(self):
+        return self._dec.wrapper
+
+
+def iter_load(source, **loads_kw):
+    dec = Decoder(**loads_kw)
+    with open_source(source) as f:
+        buf = bytearray(READ_CHUNK)
+        view = memoryview(buf)
+        while True:
+            n = _read_into(f, view)
+            if not n:
+                break
+            yield from dec.feed(view[:n])
+    dec.close()
+
+
+def _read_into(f, view):
+    if hasattr(f, "readinto"):
+        return f.readinto(view) or 0
+    chunk = f.read(len(view))
+    view[:len(chunk)] = chunk
+    return len(chunk)
 
 
 def load(source, **loads_kw):

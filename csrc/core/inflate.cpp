@@ -1,0 +1,191 @@
+#include "core/inflate.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <new>
+#include <string>
+
+#include <zlib-ng.h>
+
+namespace ptth {
+
+namespace {
+
+constexpr size_t kMaxStep = UINT32_MAX;  // zng_stream counts in 32 bits
+
+int window_bits(Wrapper w) {
+  switch (w) {
+    case Wrapper::zlib: return 15;
+    case Wrapper::gzip: return 31;
+    case Wrapper::deflate: return -15;
+    case Wrapper::none: break;
+  }
+  return 0;
+}
+
+}  // namespace
+
+const char* wrapper_name(Wrapper w) noexcept {
+  switch (w) {
+    case Wrapper::none: return "none";
+    case Wrapper::zlib: return "zlib";
+    case Wrapper::gzip: return "gzip";
+    case Wrapper::deflate: return "deflate";
+  }
+  return "?";
+}
+
+Wrapper parse_wrapper(const char* name) {
+  for (Wrapper w : {Wrapper::none, Wrapper::zlib, Wrapper::gzip, Wrapper::deflate})
+    if (std::strcmp(name, wrapper_name(w)) == 0) return w;
+  throw Error(Reason::bad_argument,
+              std::string("wrapper must be 'zlib', 'gzip' or 'deflate', not '") + name + "'");
+}
+
+Wrapper detect_wrapper(const uint8_t* p, size_t n) noexcept {
+  if (std::memcmp(p, kMagic, std::min<size_t>(n, 4)) == 0) return Wrapper::none;
+  if (n >= 2 && (p[0] & 0x0F) == 8 && (p[0] >> 4) <= 7 && ((p[0] << 8) | p[1]) % 31 == 0)
+    return Wrapper::zlib;
+  if (n >= 3 && p[0] == 0x1F && p[1] == 0x8B && p[2] == 0x08) return Wrapper::gzip;
+  return Wrapper::deflate;
+}
+
+// ---- Inflater --------------------------------------------------------------
+
+Inflater::Inflater(Wrapper w) : strm_(new zng_stream_s()) {
+  int32_t rc = zng_inflateInit2(strm_.get(), window_bits(w));
+  if (rc == Z_MEM_ERROR) throw std::bad_alloc();
+  if (rc != Z_OK) throw Error(Reason::bad_argument, "zng_inflateInit2 failed");
+}
+
+Inflater::~Inflater() { zng_inflateEnd(strm_.get()); }
+
+Inflater::Step Inflater::run(const uint8_t* in, size_t in_n, uint8_t* out, size_t out_n) {
+  zng_stream* s = strm_.get();
+  s->next_in = in;
+  s->avail_in = uint32_t(std::min(in_n, kMaxStep));
+  s->next_out = out;
+  s->avail_out = uint32_t(std::min(out_n, kMaxStep));
+  const uint32_t in0 = s->avail_in, out0 = s->avail_out;
+  rc_ = zng_inflate(s, Z_NO_FLUSH);
+  if (rc_ == Z_MEM_ERROR) throw std::bad_alloc();
+  if (rc_ == Z_STREAM_END) ended_ = true;
+  bool failed = !(rc_ == Z_OK || rc_ == Z_STREAM_END || rc_ == Z_BUF_ERROR);
+  return Step{size_t(in0 - s->avail_in), size_t(out0 - s->avail_out), failed};
+}
+
+void Inflater::raise(uint64_t offset) const {
+  const char* msg = strm_->msg ? strm_->msg : "invalid compressed data";
+  Reason r = Reason::stream_corrupt;
+  if (rc_ == Z_NEED_DICT) msg = "the stream needs a preset dictionary";
+  else if (std::strstr(msg, "incorrect data check") || std::strstr(msg, "incorrect length check"))
+    r = Reason::bad_checksum;
+  throw Error(r, msg, offset, kNoRecord);
+}
+
+// ---- StreamDecoder ---------------------------------------------------------
+
+StreamDecoder::StreamDecoder(const ReadOptions& opts, RecordSink* sink) : reader_(opts, sink) {}
+StreamDecoder::~StreamDecoder() = default;
+
+void StreamDecoder::decide(bool final) {
+  if (known_ || (head_n_ < 4 && !final)) return;
+  wrapper_ = detect_wrapper(head_, head_n_);
+  known_ = true;
+  if (wrapper_ != Wrapper::none) inflater_ = std::make_unique<Inflater>(wrapper_);
+  size_t n = head_n_;
+  head_n_ = 0;
+  dispatch(head_, n, false);
+}
+
+void StreamDecoder::feed(const uint8_t* p, size_t n, bool borrow) {
+  if (!known_) {
+    size_t k = std::min(n, 4 - head_n_);
+    std::memcpy(head_ + head_n_, p, k);
+    head_n_ += k;
+    p += k;
+    n -= k;
+    if (head_n_ < 4) return;
+    // Detection bytes go through the reader first; they never hold a payload.
+    decide(false);
+  }
+  dispatch(p, n, borrow);
+}
+
+void StreamDecoder::dispatch(const uint8_t* p, size_t n, bool borrow) {
+  if (wrapper_ == Wrapper::none) {
+    reader_.feed(p, n, borrow);
+    return;
+  }
+  while (true) {
+    if (inflater_->ended()) {
+      if (n > 0)
+        throw Error(Reason::stream_trailing,
+                    std::to_string(n) + " bytes follow the end of the compressed stream",
+                    reader_.position(), kNoRecord);
+      return;
+    }
+    Reader::Want w = reader_.want();
+    Inflater::Step step = inflater_->run(p, n, w.dst, w.n);
+    p += step.consumed;
+    n -= step.consumed;
+    // Bytes inflated before an error are parsed first: a rule they break wins.
+    reader_.commit(step.produced);
+    if (step.failed) inflater_->raise(reader_.position());
+    if (inflater_->ended()) continue;
+    if (n == 0 && step.produced < w.n) return;  // all input used, nothing pending
+    if (step.consumed == 0 && step.produced == 0) return;
+  }
+}
+
+void StreamDecoder::finish() {
+  decide(true);
+  if (wrapper_ != Wrapper::none && !inflater_->ended())
+    throw Error(Reason::stream_truncated, "the compressed stream ends before its end marker",
+                reader_.position(), kNoRecord);
+  reader_.finish();
+}
+
+// ---- inflate_all -------------------------------------------------------------
+
+std::vector<uint8_t> inflate_all(const uint8_t* p, size_t n, Wrapper w, uint64_t max_size) {
+  std::vector<uint8_t> out;
+  if (w == Wrapper::none) {
+    if (n > max_size)
+      throw Error(Reason::too_large, "the data exceeds max_size", max_size, kNoRecord);
+    out.assign(p, p + n);
+    return out;
+  }
+  Inflater inf(w);
+  size_t used = 0;
+  while (true) {
+    if (out.size() == used) {
+      size_t grow = std::max<size_t>(out.size(), size_t(1) << 16);
+      // One byte past the limit tells an exact fit from an overflow.
+      uint64_t limit = max_size == UINT64_MAX ? max_size : max_size + 1;
+      uint64_t cap = std::min<uint64_t>(uint64_t(out.size()) + grow, limit);
+      out.resize(size_t(cap));
+    }
+    Inflater::Step step = inf.run(p, n, out.data() + used, out.size() - used);
+    p += step.consumed;
+    n -= step.consumed;
+    used += step.produced;
+    if (step.failed) inf.raise(used);
+    if (used > max_size)
+      throw Error(Reason::too_large, "the decompressed data exceeds max_size (" +
+                  std::to_string(max_size) + " bytes)", max_size, kNoRecord);
+    if (inf.ended()) break;
+    if (n == 0 && used < out.size()) {
+      throw Error(Reason::stream_truncated, "the compressed stream ends before its end marker",
+                  used, kNoRecord);
+    }
+  }
+  if (n > 0)
+    throw Error(Reason::stream_trailing,
+                std::to_string(n) + " bytes follow the end of the compressed stream", used,
+                kNoRecord);
+  out.resize(used);
+  return out;
+}
+
+}  // namespace ptth

@@ -1,0 +1,80 @@
+// Wrapper detection and inflate-while-parsing over zlib-ng's zng_ API.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "core/reader.hpp"
+
+struct zng_stream_s;
+
+namespace ptth {
+
+enum class Wrapper : uint8_t { none, zlib, gzip, deflate };
+
+const char* wrapper_name(Wrapper w) noexcept;
+// Parses "none", "zlib", "gzip", "deflate"; throws Error(bad_argument).
+Wrapper parse_wrapper(const char* name);
+
+// SPEC.md's table, in its order. Needs 4 bytes, or fewer when the input has
+// ended; a proper prefix of "PTTH" (or nothing) counts as none.
+Wrapper detect_wrapper(const uint8_t* p, size_t n) noexcept;
+
+// One zng inflate stream. Maps zlib-ng's failures onto ptth reasons.
+class Inflater {
+ public:
+  explicit Inflater(Wrapper w);
+  ~Inflater();
+  Inflater(const Inflater&) = delete;
+  Inflater& operator=(const Inflater&) = delete;
+
+  struct Step {
+    size_t consumed;
+    size_t produced;
+    bool failed;  // the data is bad; what was produced before it is valid output
+  };
+  // Inflates from [in, in+in_n) into [out, out+out_n).
+  Step run(const uint8_t* in, size_t in_n, uint8_t* out, size_t out_n);
+  // After a failed step: throws stream_corrupt or bad_checksum at `offset`.
+  [[noreturn]] void raise(uint64_t offset) const;
+  bool ended() const noexcept { return ended_; }
+
+ private:
+  std::unique_ptr<zng_stream_s> strm_;
+  bool ended_ = false;
+  int32_t rc_ = 0;
+};
+
+// The streaming decoder: detects the wrapper from the first bytes, then feeds
+// the reader directly (none) or inflates straight into what the reader wants.
+class StreamDecoder {
+ public:
+  StreamDecoder(const ReadOptions& opts, RecordSink* sink);
+  ~StreamDecoder();
+
+  // With `borrow` (uncompressed one-shot input only): see Reader::feed.
+  void feed(const uint8_t* p, size_t n, bool borrow = false);
+  void finish();
+
+  bool wrapper_known() const noexcept { return known_; }
+  Wrapper wrapper() const noexcept { return wrapper_; }
+  const Reader& reader() const noexcept { return reader_; }
+
+ private:
+  void decide(bool final);
+  void dispatch(const uint8_t* p, size_t n, bool borrow);
+
+  Reader reader_;
+  std::unique_ptr<Inflater> inflater_;
+  Wrapper wrapper_ = Wrapper::none;
+  bool known_ = false;
+  uint8_t head_[4];
+  size_t head_n_ = 0;
+};
+
+// Whole-buffer inflate with a limit on the output (decompress()).
+std::vector<uint8_t> inflate_all(const uint8_t* p, size_t n, Wrapper w, uint64_t max_size);
+
+}  // namespace ptth
