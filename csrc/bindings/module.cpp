@@ -341,6 +341,70 @@ py::bytes encode_records(py::list records, py::object level, const std::string& 
   return out;
 }
 
+// ---- element kernels -------------------------------------------------------
+
+// The Python layer hands over C-contiguous, native-order arrays of the right
+// dtypes and shapes; this checks sizes and runs the kernel.
+struct Buf {
+  py::buffer_info info;
+  Buf(py::handle obj, bool writable) : info(py::reinterpret_borrow<py::buffer>(obj).request(writable)) {}
+  template <typename T>
+  T* as() const { return static_cast<T*>(info.ptr); }
+  size_t size() const { return size_t(info.size); }
+};
+
+void check_sizes(const Buf& a, const Buf& b) {
+  if (a.size() != b.size()) throw Error(Reason::shape_mismatch, "the arrays differ in size");
+}
+
+enum CastOp { f32_to_f16 = 0, f64_to_f16 = 1, f16_to_f32 = 2 };
+
+void cast(py::handle src, py::handle dst, int op) {
+  Buf s(src, false), d(dst, true);
+  check_sizes(s, d);
+  const Kernels& k = kernels();
+  MaybeNoGil nogil(s.size() * size_t(s.info.itemsize));
+  switch (op) {
+    case f32_to_f16: k.f32_to_f16(s.as<float>(), d.as<uint16_t>(), s.size()); break;
+    case f64_to_f16: k.f64_to_f16(s.as<double>(), d.as<uint16_t>(), s.size()); break;
+    case f16_to_f32: k.f16_to_f32(s.as<uint16_t>(), d.as<float>(), s.size()); break;
+    default: throw Error(Reason::bad_argument, "unknown cast");
+  }
+}
+
+enum SubOp { sub_f32 = 0, sub_f64 = 1, sub_f32_f16 = 2, sub_f64_f16 = 3 };
+
+void subtract(py::handle a, py::handle b, py::handle out, int op) {
+  Buf x(a, false), y(b, false), o(out, true);
+  check_sizes(x, y);
+  check_sizes(x, o);
+  const Kernels& k = kernels();
+  MaybeNoGil nogil(x.size() * size_t(x.info.itemsize));
+  switch (op) {
+    case sub_f32: k.sub_f32(x.as<float>(), y.as<float>(), o.as<float>(), x.size()); break;
+    case sub_f64: k.sub_f64(x.as<double>(), y.as<double>(), o.as<double>(), x.size()); break;
+    case sub_f32_f16: k.sub_f32_to_f16(x.as<float>(), y.as<float>(), o.as<uint16_t>(), x.size()); break;
+    case sub_f64_f16: k.sub_f64_to_f16(x.as<double>(), y.as<double>(), o.as<uint16_t>(), x.size()); break;
+    default: throw Error(Reason::bad_argument, "unknown subtraction");
+  }
+}
+
+enum AxpyOp { axpy_f32 = 0, axpy_f32_f16 = 1, axpy_f64 = 2 };
+
+void axpy(py::handle base, double scale, py::handle x, py::handle out, int op) {
+  Buf b(base, false), d(x, false), o(out, true);
+  check_sizes(b, d);
+  check_sizes(b, o);
+  const Kernels& k = kernels();
+  MaybeNoGil nogil(b.size() * size_t(b.info.itemsize));
+  switch (op) {
+    case axpy_f32: k.axpy_f32(b.as<float>(), float(scale), d.as<float>(), o.as<float>(), b.size()); break;
+    case axpy_f32_f16: k.axpy_f32_f16(b.as<float>(), float(scale), d.as<uint16_t>(), o.as<float>(), b.size()); break;
+    case axpy_f64: k.axpy_f64(b.as<double>(), scale, d.as<double>(), o.as<double>(), b.size()); break;
+    default: throw Error(Reason::bad_argument, "unknown axpy");
+  }
+}
+
 py::dict build_info() {
   py::dict d;
   d["compiler"] = compiler_id();
@@ -378,6 +442,9 @@ PYBIND11_MODULE(_native, m) {
   m.def("decompress", &decompress, py::arg("data"), py::kw_only(), py::arg("wrapper") = "auto",
         py::arg("max_size") = py::none());
   m.def("detect_wrapper", &detect, py::arg("data"));
+  m.def("cast", &cast, py::arg("src"), py::arg("dst"), py::arg("op"));
+  m.def("subtract", &subtract, py::arg("a"), py::arg("b"), py::arg("out"), py::arg("op"));
+  m.def("axpy", &axpy, py::arg("base"), py::arg("scale"), py::arg("x"), py::arg("out"), py::arg("op"));
   py::class_<Decoder>(m, "Decoder")
       .def(py::init<py::handle, bool, py::handle>(), py::kw_only(), py::arg("byteorder") = "<",
            py::arg("relabel_float32") = false, py::arg("max_size") = py::none())

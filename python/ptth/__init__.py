@@ -45,6 +45,11 @@ Decoder = _impl.Decoder
 compress = _impl.compress
 decompress = _impl.decompress
 detect_wrapper = _impl.detect_wrapper
+to_float16 = _impl.to_float16
+to_float32 = _impl.to_float32
+subtract = _impl.subtract
+compute_delta = _impl.compute_delta
+apply_delta = _impl.apply_delta
 
 
 def build_info() -> dict:
@@ -60,4 +65,5 @@ __all__ = [
     "PTTHError", "REASONS", "DEFAULT_MAX_SIZE", "backend", "build_info",
     "loads", "dumps", "load", "dump", "iter_load", "Decoder",
     "compress", "decompress", "detect_wrapper",
+    "to_float16", "to_float32", "subtract", "compute_delta", "apply_delta",
 ]

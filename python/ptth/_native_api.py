@@ -169,3 +169,155 @@ def dump(tensors, target, **dumps_kw):
     blob = dumps(tensors, **dumps_kw)
     with open_target(target) as f:
         f.write(blob)
+
+
+# ---- element kernels ---------------------------------------------------------
+
+_F16, _F32, _F64 = np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)
+_CAST_F32_F16, _CAST_F64_F16, _CAST_F16_F32 = 0, 1, 2
+_SUB_F32, _SUB_F64, _SUB_F32_F16, _SUB_F64_F16 = 0, 1, 2, 3
+_AXPY_F32, _AXPY_F32_F16, _AXPY_F64 = 0, 1, 2
+
+
+def _native_contiguous(x, dtype=None):
+    """x as a C-contiguous native-order array (of `dtype`'s kind if given)."""
+    arr = np.asarray(x)
+    if dtype is not None and arr.dtype.kind == "f" and arr.dtype.itemsize == dtype.itemsize:
+        arr = arr.astype(dtype, copy=False)  # only the byte order changes
+    elif not arr.dtype.isnative:
+        arr = arr.astype(arr.dtype.newbyteorder("="))
+    if not arr.flags.c_contiguous:
+        arr = arr.copy(order="C")
+    return arr
+
+
+def _float_input(x, what):
+    arr = _native_contiguous(x)
+    if arr.dtype not in (_F16, _F32, _F64):
+        raise PTTHError("unsupported_dtype", f"{what} must be float16, float32 or float64, "
+                                             f"not {arr.dtype}")
+    return arr
+
+
+def _output(out, shape, dtype):
+    if out is None:
+        return np.empty(shape, dtype)
+    if not isinstance(out, np.ndarray):
+        raise PTTHError("bad_argument", f"out must be a NumPy array, not {type(out).__name__}")
+    if out.dtype != dtype:
+        raise PTTHError("bad_argument", f"out must have dtype {dtype}, not {out.dtype}")
+    if out.shape != shape:
+        raise PTTHError("shape_mismatch", f"out has shape {out.shape}, the result {shape}")
+    if not (out.flags.c_contiguous and out.flags.writeable):
+        raise PTTHError("bad_argument", "out must be C-contiguous and writable")
+    return out
+
+
+def to_float16(x, out=None):
+    arr = _float_input(x, "x")
+    result = _output(out, arr.shape, _F16)
+    if arr.dtype == _F16:
+        np.copyto(result, arr)
+    else:
+        op = _CAST_F32_F16 if arr.dtype == _F32 else _CAST_F64_F16
+        _native.cast(arr, result.view(np.uint16), op)
+    return result
+
+
+def to_float32(h, out=None):
+    arr = _native_contiguous(h, _F16)
+    if arr.dtype != _F16:
+        raise PTTHError("unsupported_dtype", f"h must be float16, not {arr.dtype}")
+    result = _output(out, arr.shape, _F32)
+    _native.cast(arr.view(np.uint16), result, _CAST_F16_F32)
+    return result
+
+
+_RESULT_DTYPES = {"float16": _F16, "float32": _F32, "float64": _F64}
+
+
+def _result_dtype(dtype, default):
+    if dtype is None:
+        return default
+    key = dtype if isinstance(dtype, str) else np.dtype(dtype).name
+    if key not in _RESULT_DTYPES:
+        raise PTTHError("bad_argument",
+                        f"dtype must be None, 'float16', 'float32' or 'float64', not {dtype!r}")
+    return _RESULT_DTYPES[key]
+
+
+def subtract(updated, base, *, dtype=None, out=None):
+    u = _native_contiguous(updated)
+    b = _native_contiguous(base)
+    if u.shape != b.shape:
+        raise PTTHError("shape_mismatch", f"shapes {u.shape} and {b.shape} differ")
+    if u.dtype != b.dtype or u.dtype not in (_F32, _F64):
+        raise PTTHError("unsupported_dtype", "subtract takes two float32 or two float64 arrays, "
+                                             f"not {u.dtype} and {b.dtype}")
+    target = _result_dtype(dtype, u.dtype)
+    result = _output(out, u.shape, target)
+    if target == u.dtype:
+        _native.subtract(u, b, result, _SUB_F32 if u.dtype == _F32 else _SUB_F64)
+    elif target == _F16:
+        op = _SUB_F32_F16 if u.dtype == _F32 else _SUB_F64_F16
+        _native.subtract(u, b, result.view(np.uint16), op)
+    else:  # float32 <-> float64: one rounding of the difference, as NumPy does it
+        diff = np.empty(u.shape, u.dtype)
+        _native.subtract(u, b, diff, _SUB_F32 if u.dtype == _F32 else _SUB_F64)
+        np.copyto(result, diff, casting="unsafe")
+    return result
+
+
+def compute_delta(updated, base, *, dtype=None):
+    _check_mapping(updated, "updated")
+    _check_mapping(base, "base")
+    delta = {}
+    for key, u in updated.items():
+        if key not in base:
+            raise PTTHError("unknown_name", f"{key!r} is not in base")
+        u_arr, b_arr = np.asarray(u), np.asarray(base[key])
+        if u_arr.dtype.kind == "i" and b_arr.dtype.kind == "i":
+            if u_arr.shape != b_arr.shape:
+                raise PTTHError("shape_mismatch", f"{key!r}: shapes {u_arr.shape} and {b_arr.shape}")
+            delta[key] = np.subtract(u_arr, b_arr, dtype=np.int32)
+        else:
+            delta[key] = subtract(u_arr, b_arr, dtype=dtype)
+    return delta
+
+
+def apply_delta(base, delta, *, scale=1.0):
+    _check_mapping(base, "base")
+    _check_mapping(delta, "delta")
+    for key in delta:
+        if key not in base:
+            raise PTTHError("unknown_name", f"{key!r} is in delta but not in base")
+    out = {}
+    for key, b in base.items():
+        if key not in delta:
+            out[key] = b
+            continue
+        b_arr = _native_contiguous(b)
+        d_arr = _native_contiguous(delta[key])
+        if b_arr.shape != d_arr.shape:
+            raise PTTHError("shape_mismatch", f"{key!r}: shapes {b_arr.shape} and {d_arr.shape}")
+        if b_arr.dtype.kind == "i":
+            out[key] = np.add(b_arr, d_arr, dtype=b_arr.dtype, casting="unsafe")
+            continue
+        if b_arr.dtype not in (_F32, _F64) or d_arr.dtype not in (_F16, _F32, _F64):
+            raise PTTHError("unsupported_dtype",
+                            f"{key!r}: cannot apply a {d_arr.dtype} delta to {b_arr.dtype}")
+        result = np.empty(b_arr.shape, b_arr.dtype)
+        if b_arr.dtype == _F32 and d_arr.dtype == _F16:
+            _native.axpy(b_arr, float(scale), d_arr.view(np.uint16), result, _AXPY_F32_F16)
+        elif b_arr.dtype == _F32:
+            _native.axpy(b_arr, float(scale), d_arr.astype(_F32, copy=False), result, _AXPY_F32)
+        else:
+            _native.axpy(b_arr, float(scale), d_arr.astype(_F64, copy=False), result, _AXPY_F64)
+        out[key] = result
+    return out
+
+
+def _check_mapping(m, what):
+    if not isinstance(m, Mapping):
+        raise PTTHError("bad_argument", f"{what} must be a mapping of names to arrays, "
+                                        f"not {type(m).__name__}")
