@@ -119,7 +119,7 @@ py::array make_array(const RecordInfo& r, bool big_endian, const void* ptr, py::
 
 py::array owned_array(CollectedRecord& c) {
   uint8_t* raw = c.owned.release();
-  py::capsule owner(raw, [](void* p) { std::free(p); });
+  py::capsule owner(raw, [](void* p) { buffer_free(p); });
   return make_array(c.info, false, raw, owner);
 }
 
@@ -315,18 +315,12 @@ py::bytes encode_records(py::list records, py::object level, const std::string& 
     int lvl = check_level(level.cast<long>());
     std::vector<uint8_t> out;
     {
+      // One call over the whole blob, exactly as compress() does, so that
+      // dumps(compress=L) == compress(dumps(...), L) byte for byte.
       MaybeNoGil nogil(size);
-      if (lvl <= 1) {
-        // zlib-ng's stored and quick strategies cut blocks where the input
-        // arrives, so they get the whole blob in one call, as compress() does.
-        std::vector<uint8_t> blob(size);
-        encode_to(recs, blob.data(), size);
-        out = deflate_all(blob.data(), blob.size(), lvl, w);
-      } else {
-        DeflateSink sink(lvl, w, size);
-        encode(recs, sink);
-        out = sink.finish();
-      }
+      std::vector<uint8_t> blob(size);
+      encode_to(recs, blob.data(), size);
+      out = deflate_all(blob.data(), blob.size(), lvl, w);
     }
     return to_bytes(out);
   }

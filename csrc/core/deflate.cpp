@@ -1,7 +1,7 @@
 #include "core/deflate.hpp"
 
 #include <algorithm>
-#include <cstring>
+#include <memory>
 #include <new>
 #include <string>
 
@@ -11,8 +11,8 @@ namespace ptth {
 
 namespace {
 
-constexpr size_t kStage = size_t(1) << 16;
 constexpr size_t kMaxStep = UINT32_MAX;  // zng_stream counts in 32 bits
+constexpr size_t kFirstOutput = 16 * 1024;
 
 int window_bits(Wrapper w) {
   switch (w) {
@@ -24,6 +24,13 @@ int window_bits(Wrapper w) {
   throw Error(Reason::bad_argument, "wrapper must be 'zlib', 'gzip' or 'deflate'");
 }
 
+struct DeflateEnd {
+  void operator()(zng_stream* s) const noexcept {
+    zng_deflateEnd(s);
+    delete s;
+  }
+};
+
 }  // namespace
 
 int check_level(long level) {
@@ -33,72 +40,38 @@ int check_level(long level) {
   return int(level);
 }
 
-DeflateSink::DeflateSink(int level, Wrapper w, uint64_t input_size) : strm_(new zng_stream_s()) {
-  int32_t rc = zng_deflateInit2(strm_.get(), check_level(level), Z_DEFLATED, window_bits(w), 8,
-                                Z_DEFAULT_STRATEGY);
-  if (rc == Z_MEM_ERROR) throw std::bad_alloc();
-  if (rc != Z_OK) throw Error(Reason::bad_argument, "zng_deflateInit2 failed");
-  // deflateBound covers any single-call input; large inputs go in 32-bit steps,
-  // so add a margin per step for the stored-block framing.
-  uint64_t bound = zng_deflateBound(strm_.get(), (unsigned long)input_size);
-  bound += 64 + 16 * (input_size / kMaxStep);
-  out_.resize(size_t(bound));
-  stage_.reserve(kStage);
-}
-
-DeflateSink::~DeflateSink() { zng_deflateEnd(strm_.get()); }
-
-void DeflateSink::run(const uint8_t* p, size_t n, int flush) {
-  zng_stream* s = strm_.get();
-  if (flush == Z_FINISH) finished_ = true;
+std::vector<uint8_t> deflate_all(const uint8_t* p, size_t n, int level, Wrapper w) {
+  const int bits = window_bits(w);
+  check_level(level);
+  std::unique_ptr<zng_stream, DeflateEnd> s(new zng_stream());
+  int32_t rc = zng_deflateInit2(s.get(), level, Z_DEFLATED, bits, 8, Z_DEFAULT_STRATEGY);
+  if (rc != Z_OK) {
+    s.release();
+    if (rc == Z_MEM_ERROR) throw std::bad_alloc();
+    throw Error(Reason::bad_argument, "zng_deflateInit2 failed");
+  }
+  std::vector<uint8_t> out(kFirstOutput);
+  size_t used = 0;
+  int32_t flush;
   do {
     size_t step = std::min(n, kMaxStep);
     s->next_in = p;
     s->avail_in = uint32_t(step);
-    bool last = flush == Z_FINISH && step == n;
-    while (true) {
-      if (used_ == out_.size()) out_.resize(out_.size() + kStage);
-      s->next_out = out_.data() + used_;
-      s->avail_out = uint32_t(std::min(out_.size() - used_, kMaxStep));
-      uint32_t before = s->avail_out;
-      int32_t rc = zng_deflate(s, last ? Z_FINISH : Z_NO_FLUSH);
-      used_ += before - s->avail_out;
-      if (rc == Z_STREAM_END) break;
-      if (rc != Z_OK && rc != Z_BUF_ERROR) throw Error(Reason::bad_argument, "zng_deflate failed");
-      if (s->avail_in == 0 && s->avail_out > 0 && !last) break;
-    }
     p += step;
     n -= step;
-  } while (n > 0);
-}
-
-void DeflateSink::flush_stage() {
-  if (stage_.empty()) return;
-  run(stage_.data(), stage_.size(), Z_NO_FLUSH);
-  stage_.clear();
-}
-
-void DeflateSink::put(const uint8_t* p, size_t n) {
-  if (n < kStage - stage_.size()) {
-    stage_.insert(stage_.end(), p, p + n);
-    return;
-  }
-  flush_stage();
-  run(p, n, Z_NO_FLUSH);
-}
-
-std::vector<uint8_t> DeflateSink::finish() {
-  if (!finished_) run(stage_.data(), stage_.size(), Z_FINISH);
-  stage_.clear();
-  out_.resize(used_);
-  return std::move(out_);
-}
-
-std::vector<uint8_t> deflate_all(const uint8_t* p, size_t n, int level, Wrapper w) {
-  // One Z_FINISH call over the whole input, as zlib_ng.compress does it.
-  DeflateSink sink(level, w, n);
-  sink.run(p, n, Z_FINISH);
-  return sink.finish();
+    flush = n == 0 ? Z_FINISH : Z_NO_FLUSH;
+    do {
+      if (used == out.size()) out.resize(out.size() * 2);
+      s->next_out = out.data() + used;
+      s->avail_out = uint32_t(std::min(out.size() - used, kMaxStep));
+      uint32_t before = s->avail_out;
+      rc = zng_deflate(s.get(), flush);
+      used += before - s->avail_out;
+      if (rc == Z_STREAM_ERROR) throw Error(Reason::bad_argument, "zng_deflate failed");
+    } while (s->avail_out == 0);
+  } while (flush != Z_FINISH);
+  out.resize(used);
+  return out;
 }
 
 }  // namespace ptth

@@ -3,41 +3,20 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <memory>
 #include <vector>
 
 #include "core/inflate.hpp"
-#include "core/writer.hpp"
-
-struct zng_stream_s;
 
 namespace ptth {
 
-// A ByteSink that deflates what it is given. Output is sized up front from
-// zng_deflateBound, so deflate never waits for output space.
-class DeflateSink : public ByteSink {
- public:
-  // level 0..9; wrapper zlib (windowBits 15), gzip (31) or deflate (-15).
-  DeflateSink(int level, Wrapper w, uint64_t input_size);
-  ~DeflateSink() override;
-  void put(const uint8_t* p, size_t n) override;
-  std::vector<uint8_t> finish();
-  // Deflates p..p+n now; flush is Z_NO_FLUSH or Z_FINISH (then finish() only collects).
-  void run(const uint8_t* p, size_t n, int flush);
-
- private:
-  void flush_stage();
-
-  std::unique_ptr<zng_stream_s> strm_;
-  std::vector<uint8_t> out_;
-  size_t used_ = 0;
-  std::vector<uint8_t> stage_;  // gathers small writes (record headers)
-  bool finished_ = false;
-};
-
-// Checks a level (0..9) and a wrapper name; throws Error(bad_argument).
+// Checks a compression level (0..9); throws Error(bad_argument).
 int check_level(long level);
 
+// Compresses a whole buffer with the zlib, gzip or raw DEFLATE wrapper
+// (windowBits 15, 31, -15; memLevel 8; default strategy). zlib-ng's stored and
+// medium strategies cut blocks where output space runs out, so the call
+// pattern is the one zlib_ng.compress() uses (one Z_FINISH call per 4 GiB of
+// input, output space 16 KiB then doubling): both backends write the same bytes.
 std::vector<uint8_t> deflate_all(const uint8_t* p, size_t n, int level, Wrapper w);
 
 }  // namespace ptth

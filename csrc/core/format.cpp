@@ -65,6 +65,13 @@ bool checked_numel(const uint32_t* dims, size_t ndim, uint64_t* numel) noexcept 
   return !overflow;
 }
 
+bool numpy_can_shape(const uint32_t* dims, size_t ndim, size_t itemsize) noexcept {
+  uint64_t size = itemsize;
+  for (size_t i = 0; i < ndim; ++i)
+    if (dims[i] != 0 && !checked_mul(size, dims[i], &size)) return false;
+  return size <= uint64_t(INT64_MAX);
+}
+
 bool valid_utf8(const uint8_t* p, size_t n) noexcept {
   size_t i = 0;
   while (i < n) {

@@ -34,6 +34,8 @@ inline void store_be32(uint8_t* p, uint32_t v) noexcept {
 // numel of a shape: 1 for no dims, 0 if any dim is 0; false if the product
 // does not fit in 64 bits (and no dim is 0).
 bool checked_numel(const uint32_t* dims, size_t ndim, uint64_t* numel) noexcept;
+// The product of the non-zero dims times itemsize fits in 2**63-1 (NumPy's limit).
+bool numpy_can_shape(const uint32_t* dims, size_t ndim, size_t itemsize) noexcept;
 inline bool checked_mul(uint64_t a, uint64_t b, uint64_t* out) noexcept {
   return !__builtin_mul_overflow(a, b, out);
 }

@@ -74,13 +74,13 @@ Inflater::Step Inflater::run(const uint8_t* in, size_t in_n, uint8_t* out, size_
   return Step{size_t(in0 - s->avail_in), size_t(out0 - s->avail_out), failed};
 }
 
-void Inflater::raise(uint64_t offset) const {
+void Inflater::raise(uint64_t offset, int64_t record) const {
   const char* msg = strm_->msg ? strm_->msg : "invalid compressed data";
   Reason r = Reason::stream_corrupt;
   if (rc_ == Z_NEED_DICT) msg = "the stream needs a preset dictionary";
   else if (std::strstr(msg, "incorrect data check") || std::strstr(msg, "incorrect length check"))
     r = Reason::bad_checksum;
-  throw Error(r, msg, offset, kNoRecord);
+  throw Error(r, msg, offset, record);
 }
 
 // ---- StreamDecoder ---------------------------------------------------------
@@ -119,6 +119,8 @@ void StreamDecoder::dispatch(const uint8_t* p, size_t n, bool borrow) {
   }
   while (true) {
     if (inflater_->ended()) {
+      // The stream is over: the blob must be complete before anything else.
+      reader_.finish();
       if (n > 0)
         throw Error(Reason::stream_trailing,
                     std::to_string(n) + " bytes follow the end of the compressed stream",
@@ -131,7 +133,7 @@ void StreamDecoder::dispatch(const uint8_t* p, size_t n, bool borrow) {
     n -= step.consumed;
     // Bytes inflated before an error are parsed first: a rule they break wins.
     reader_.commit(step.produced);
-    if (step.failed) inflater_->raise(reader_.position());
+    if (step.failed) inflater_->raise(reader_.position(), reader_.current_record());
     if (inflater_->ended()) continue;
     if (n == 0 && step.produced < w.n) return;  // all input used, nothing pending
     if (step.consumed == 0 && step.produced == 0) return;
@@ -142,7 +144,7 @@ void StreamDecoder::finish() {
   decide(true);
   if (wrapper_ != Wrapper::none && !inflater_->ended())
     throw Error(Reason::stream_truncated, "the compressed stream ends before its end marker",
-                reader_.position(), kNoRecord);
+                reader_.position(), reader_.current_record());
   reader_.finish();
 }
 

@@ -38,7 +38,7 @@ class Inflater {
   // Inflates from [in, in+in_n) into [out, out+out_n).
   Step run(const uint8_t* in, size_t in_n, uint8_t* out, size_t out_n);
   // After a failed step: throws stream_corrupt or bad_checksum at `offset`.
-  [[noreturn]] void raise(uint64_t offset) const;
+  [[noreturn]] void raise(uint64_t offset, int64_t record = kNoRecord) const;
   bool ended() const noexcept { return ended_; }
 
  private:

@@ -82,8 +82,12 @@ void Reader::feed(const uint8_t* p, size_t n, bool borrow) {
 Reader::Want Reader::want() {
   switch (state_) {
     case State::payload:
-      if (payload_dst_ == nullptr) payload_dst_ = sink_->payload_buffer(rec_);
-      return {payload_dst_ + have_, size_t(need_ - have_)};
+    {
+      size_t room = 0;
+      uint8_t* dst = sink_->payload_space(rec_, have_, &room);
+      payload_dst_ = dst - have_;
+      return {dst, size_t(std::min<uint64_t>(room, need_ - have_))};
+    }
     case State::name:
       return {scratch_, size_t(std::min<uint64_t>(need_ - have_, kNameStep))};
     case State::done:
@@ -173,6 +177,10 @@ void Reader::item_complete() {
                  std::to_string(nbytes),
              item_start_);
       }
+      // NumPy cannot shape even an empty array whose non-zero dims span more
+      // than 2**63-1 bytes, so such a shape is an overflow too.
+      if (!numpy_can_shape(rec_.dims.data(), rec_.dims.size(), itemsize(rec_.dtype)))
+        fail(Reason::size_overflow, "the shape is larger than NumPy can represent", item_start_);
       rec_.numel = numel;
       rec_.nbytes = data_len;
       start_payload();
@@ -222,18 +230,6 @@ void Reader::finish() const {
   if (state_ != State::done) fail(Reason::truncated, "the blob ends early", pos_);
 }
 
-void AlignedFree::operator()(uint8_t* p) const noexcept { std::free(p); }
-
-AlignedBuffer aligned_buffer(uint64_t nbytes) {
-  // aligned_alloc wants a multiple of the alignment; never ask for 0 bytes.
-  uint64_t rounded = (nbytes + 63) & ~uint64_t(63);
-  if (rounded == 0) rounded = 64;
-  if (rounded < nbytes) throw std::bad_alloc();
-  void* p = std::aligned_alloc(64, size_t(rounded));
-  if (p == nullptr) throw std::bad_alloc();
-  return AlignedBuffer(static_cast<uint8_t*>(p));
-}
-
 void byteswap_inplace(uint8_t* p, uint64_t n, size_t width) noexcept {
   switch (width) {
     case 2:
@@ -260,9 +256,19 @@ void byteswap_inplace(uint8_t* p, uint64_t n, size_t width) noexcept {
   }
 }
 
-uint8_t* CollectingSink::payload_buffer(const RecordInfo& r) {
-  pending_ = aligned_buffer(r.nbytes);
-  return pending_.get();
+uint8_t* CollectingSink::payload_space(const RecordInfo& r, uint64_t have, size_t* room) {
+  // Memory follows the bytes that arrived: start small, double, never past nbytes.
+  constexpr uint64_t kFirst = uint64_t(1) << 18;
+  uint64_t want = std::min<uint64_t>(r.nbytes, std::max<uint64_t>(kFirst, 2 * have));
+  if (!pending_) pending_.reset(buffer_alloc(want));
+  else if (buffer_capacity(pending_.get()) <= have) {
+    uint8_t* grown = buffer_grow(pending_.get(), want);  // the old block is moved or freed
+    (void)pending_.release();
+    pending_.reset(grown);
+  }
+  uint64_t cap = std::min<uint64_t>(buffer_capacity(pending_.get()), r.nbytes);
+  *room = size_t(std::min<uint64_t>(cap - have, SIZE_MAX));
+  return pending_.get() + have;
 }
 
 void CollectingSink::on_record(const RecordInfo& r, const uint8_t* payload) {
@@ -271,7 +277,7 @@ void CollectingSink::on_record(const RecordInfo& r, const uint8_t* payload) {
   if (pending_ && payload == pending_.get()) {
     c.owned = std::move(pending_);
   } else if (copy_) {
-    c.owned = aligned_buffer(r.nbytes);
+    c.owned.reset(buffer_alloc(r.nbytes));
     if (r.nbytes) std::memcpy(c.owned.get(), payload, r.nbytes);
   }
   if (c.owned) {

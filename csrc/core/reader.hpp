@@ -14,6 +14,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "core/buffer.hpp"
 #include "core/format.hpp"
 
 namespace ptth {
@@ -42,12 +43,13 @@ struct RecordInfo {
 class RecordSink {
  public:
   virtual ~RecordSink() = default;
-  // The header is valid and its payload is about to arrive in pieces: return
-  // `r.nbytes` writable bytes to receive it.
-  virtual uint8_t* payload_buffer(const RecordInfo& r) = 0;
+  // Room for the payload from byte `have` on, as its bytes arrive: return a
+  // pointer to payload byte `have` and set *room to the writable bytes there
+  // (at least 1). The pointer may differ between calls (a buffer that grows).
+  virtual uint8_t* payload_space(const RecordInfo& r, uint64_t have, size_t* room) = 0;
   // The record is complete. `payload` is the sink's own buffer, or, when the
   // reader was fed with `borrow`, a pointer into the caller's input; it is
-  // null for an empty payload (payload_buffer is not called for those).
+  // null for an empty payload (payload_space is not called for those).
   virtual void on_record(const RecordInfo& r, const uint8_t* payload) = 0;
 };
 
@@ -100,20 +102,13 @@ class Reader {
   uint64_t have_ = 0;        // bytes of it received
   uint32_t count_ = 0;
   uint32_t index_ = 0;
-  uint8_t* payload_dst_ = nullptr;
+  uint8_t* payload_dst_ = nullptr;  // start of the sink's payload buffer, once asked
   ByteOrder order_ = ByteOrder::little;
   bool decided_ = false;
   RecordInfo rec_;
   std::unordered_set<std::string> names_;
   alignas(8) uint8_t scratch_[4 * kMaxDims];
 };
-
-// A buffer aligned to 64 bytes, freed with the owner.
-struct AlignedFree {
-  void operator()(uint8_t* p) const noexcept;
-};
-using AlignedBuffer = std::unique_ptr<uint8_t, AlignedFree>;
-AlignedBuffer aligned_buffer(uint64_t nbytes);  // throws std::bad_alloc
 
 // A sink that keeps every completed record: borrowed payloads as pointers
 // into the input, or (with `copy`, or when the reader asks for a buffer) in
@@ -123,19 +118,19 @@ AlignedBuffer aligned_buffer(uint64_t nbytes);  // throws std::bad_alloc
 struct CollectedRecord {
   RecordInfo info;
   const uint8_t* data = nullptr;  // the payload (into `owned` or into the input)
-  AlignedBuffer owned;            // set when the payload was copied
+  Buffer owned;                   // set when the payload was copied
 };
 
 class CollectingSink : public RecordSink {
  public:
   explicit CollectingSink(bool copy) : copy_(copy) {}
-  uint8_t* payload_buffer(const RecordInfo& r) override;
+  uint8_t* payload_space(const RecordInfo& r, uint64_t have, size_t* room) override;
   void on_record(const RecordInfo& r, const uint8_t* payload) override;
   std::vector<CollectedRecord>& records() noexcept { return records_; }
 
  private:
   bool copy_;
-  AlignedBuffer pending_;
+  Buffer pending_;
   std::vector<CollectedRecord> records_;
 };
 

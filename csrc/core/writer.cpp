@@ -9,18 +9,6 @@ namespace ptth {
 
 namespace {
 
-constexpr size_t kConvertChunk = 1 << 15;  // elements per conversion step into a bounce buffer
-
-size_t source_itemsize(const WriteRecord& r) {
-  switch (r.convert) {
-    case Convert::none: return itemsize(r.dtype);
-    case Convert::f32_to_f16: return 4;
-    case Convert::f64_to_f16:
-    case Convert::f64_to_f32: return 8;
-  }
-  return 0;
-}
-
 uint64_t record_header_size(const WriteRecord& r) {
   return 4 + r.name.size() + 4 + 4 * r.dims.size() + 4 + 4;
 }
@@ -29,7 +17,7 @@ void convert(const WriteRecord& r, const uint8_t* src, uint8_t* dst, size_t n) {
   const Kernels& k = kernels();
   switch (r.convert) {
     case Convert::none:
-      std::memcpy(dst, src, n * itemsize(r.dtype));
+      if (n) std::memcpy(dst, src, n * itemsize(r.dtype));
       break;
     case Convert::f32_to_f16:
       k.f32_to_f16(reinterpret_cast<const float*>(src), reinterpret_cast<uint16_t*>(dst), n);
@@ -48,31 +36,10 @@ void convert(const WriteRecord& r, const uint8_t* src, uint8_t* dst, size_t n) {
   }
 }
 
-void put_u32(ByteSink& out, uint32_t v) {
-  uint8_t b[4];
-  store_be32(b, v);
-  out.put(b, 4);
+uint8_t* put_u32(uint8_t* p, uint32_t v) {
+  store_be32(p, v);
+  return p + 4;
 }
-
-class MemorySink : public ByteSink {
- public:
-  MemorySink(uint8_t* p, uint64_t n) : p_(p), end_(p + n) {}
-  void put(const uint8_t* p, size_t n) override {
-    if (n > size_t(end_ - p_)) throw Error(Reason::bad_argument, "encoder overran its buffer");
-    std::memcpy(p_, p, n);
-    p_ += n;
-  }
-  uint8_t* direct(size_t n) override {
-    if (n > size_t(end_ - p_)) throw Error(Reason::bad_argument, "encoder overran its buffer");
-    return p_;
-  }
-  void advance(size_t n) override { p_ += n; }
-  bool full() const { return p_ == end_; }
-
- private:
-  uint8_t* p_;
-  uint8_t* end_;
-};
 
 }  // namespace
 
@@ -95,46 +62,25 @@ uint64_t validate(const std::vector<WriteRecord>& records) {
   return total;
 }
 
-void encode(const std::vector<WriteRecord>& records, ByteSink& out) {
-  uint8_t head[kHeaderSize];
-  std::memcpy(head, kMagic, 4);
-  store_be32(head + 4, kVersion);
-  store_be32(head + 8, uint32_t(records.size()));
-  out.put(head, kHeaderSize);
-  std::vector<uint8_t> bounce;
-  for (const WriteRecord& r : records) {
-    put_u32(out, uint32_t(r.name.size()));
-    out.put(reinterpret_cast<const uint8_t*>(r.name.data()), r.name.size());
-    put_u32(out, uint32_t(r.dims.size()));
-    for (uint64_t d : r.dims) put_u32(out, uint32_t(d));
-    put_u32(out, uint32_t(r.dtype));
-    const size_t out_item = itemsize(r.dtype);
-    put_u32(out, uint32_t(r.numel * out_item));
-    const auto* src = static_cast<const uint8_t*>(r.data);
-    if (r.convert == Convert::none) {
-      out.put(src, r.numel * out_item);
-      continue;
-    }
-    const size_t in_item = source_itemsize(r);
-    if (uint8_t* dst = out.direct(r.numel * out_item)) {
-      convert(r, src, dst, r.numel);
-      out.advance(r.numel * out_item);
-      continue;
-    }
-    bounce.resize(kConvertChunk * out_item);
-    for (uint64_t done = 0; done < r.numel;) {
-      size_t n = size_t(std::min<uint64_t>(kConvertChunk, r.numel - done));
-      convert(r, src + done * in_item, bounce.data(), n);
-      out.put(bounce.data(), n * out_item);
-      done += n;
-    }
-  }
-}
-
 void encode_to(const std::vector<WriteRecord>& records, uint8_t* dst, uint64_t blob_size) {
-  MemorySink sink(dst, blob_size);
-  encode(records, sink);
-  if (!sink.full()) throw Error(Reason::bad_argument, "encoder wrote fewer bytes than it sized");
+  uint8_t* p = dst;
+  std::memcpy(p, kMagic, 4);
+  p = put_u32(p + 4, kVersion);
+  p = put_u32(p, uint32_t(records.size()));
+  for (const WriteRecord& r : records) {
+    p = put_u32(p, uint32_t(r.name.size()));
+    if (!r.name.empty()) std::memcpy(p, r.name.data(), r.name.size());
+    p += r.name.size();
+    p = put_u32(p, uint32_t(r.dims.size()));
+    for (uint64_t d : r.dims) p = put_u32(p, uint32_t(d));
+    p = put_u32(p, uint32_t(r.dtype));
+    const uint64_t nbytes = r.numel * itemsize(r.dtype);
+    p = put_u32(p, uint32_t(nbytes));
+    convert(r, static_cast<const uint8_t*>(r.data), p, r.numel);
+    p += nbytes;
+  }
+  if (uint64_t(p - dst) != blob_size)
+    throw Error(Reason::bad_argument, "encoder wrote a different size than it validated");
 }
 
 }  // namespace ptth

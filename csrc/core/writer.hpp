@@ -23,22 +23,9 @@ struct WriteRecord {
   Convert convert = Convert::none;
 };
 
-// Where encoded bytes go: a memory block, a deflate stream.
-class ByteSink {
- public:
-  virtual ~ByteSink() = default;
-  virtual void put(const uint8_t* p, size_t n) = 0;
-  // n writable bytes to fill in place, or null if the sink cannot offer them.
-  virtual uint8_t* direct(size_t n) { (void)n; return nullptr; }
-  virtual void advance(size_t n) { (void)n; }  // after filling direct(n)
-};
-
 // Checks every record (ndim <= 64, dims and data_len fit in 32 bits, names
 // unique UTF-8) and returns the encoded size. Throws Error(bad_argument, ...).
 uint64_t validate(const std::vector<WriteRecord>& records);
-
-// Encodes validated records into `out`.
-void encode(const std::vector<WriteRecord>& records, ByteSink& out);
 
 // Encodes validated records into exactly blob_size bytes at `dst`.
 void encode_to(const std::vector<WriteRecord>& records, uint8_t* dst, uint64_t blob_size);
