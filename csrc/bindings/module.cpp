@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "core/aggregator.hpp"
 #include "core/deflate.hpp"
 #include "core/format.hpp"
 #include "core/inflate.hpp"
@@ -399,6 +400,104 @@ void axpy(py::handle base, double scale, py::handle x, py::handle out, int op) {
   }
 }
 
+// ---- aggregator ------------------------------------------------------------
+
+// The Python Aggregator keeps the template and accumulator arrays; this object
+// holds references to them and the core that adds into them without the GIL.
+class AggregatorHandle {
+ public:
+  // names, templates (C-contiguous native arrays) and accumulators (zeros or a
+  // restored state, C-contiguous, of the accumulate dtype), in template order.
+  AggregatorHandle(py::list names, py::list templates, py::list accs, const std::string& accum)
+      : keep_(py::make_tuple(templates, accs)) {
+    Accum a = accum == "float64" ? Accum::f64 : Accum::f32;
+    std::vector<Param> params;
+    for (size_t i = 0; i < names.size(); ++i) {
+      py::array t = templates[i].cast<py::array>(), acc = accs[i].cast<py::array>();
+      Param p;
+      p.name = names[i].cast<std::string>();
+      for (py::ssize_t d = 0; d < t.ndim(); ++d) p.dims.push_back(uint32_t(t.shape(d)));
+      p.numel = uint64_t(t.size());
+      p.dtype = DType(dtype_code(t));
+      p.tmpl = t.data();
+      p.acc = acc.mutable_data();
+      params.push_back(std::move(p));
+    }
+    core_ = std::make_unique<Aggregator>(std::move(params), a);
+  }
+
+  void add_blob(py::handle data, double weight, bool full, bool allow_nonfinite,
+                py::handle byteorder, bool relabel_float32, py::handle max_size) {
+    ReadOptions opts = read_options(byteorder, relabel_float32, max_size);
+    Input in(data);
+    py::gil_scoped_release nogil;
+    core_->add_blob(in.data, in.size, opts, weight, full, allow_nonfinite);
+  }
+
+  // parts: [(param index, dtype code, C-contiguous native array)]
+  void add_parts(py::list parts, double weight, bool full, bool allow_nonfinite) {
+    std::vector<UpdatePart> ups;
+    std::vector<py::buffer_info> keep;
+    keep.reserve(parts.size());
+    for (py::handle item : parts) {
+      py::tuple t = item.cast<py::tuple>();
+      keep.push_back(t[2].cast<py::buffer>().request());
+      ups.push_back({t[0].cast<size_t>(), DType(t[1].cast<uint32_t>()), keep.back().ptr,
+                     uint64_t(keep.back().size)});
+    }
+    py::gil_scoped_release nogil;
+    core_->add_parts(ups, weight, full, allow_nonfinite);
+  }
+
+  void merge(AggregatorHandle& other) {
+    py::gil_scoped_release nogil;
+    core_->merge(*other.core_);
+  }
+
+  // (count, total_weight, weight_sums, accumulator copies), taken while no add is half-way.
+  py::tuple snapshot() {
+    std::unique_lock<std::shared_mutex> lock;
+    {
+      py::gil_scoped_release nogil;
+      lock = core_->exclusive();
+    }
+    py::list copies;
+    for (py::handle acc : keep_[1].cast<py::list>()) copies.append(acc.attr("copy")());
+    return py::make_tuple(core_->count(), core_->total_weight(), core_->weight_sums(), copies);
+  }
+
+  void restore(uint64_t count, double total_weight, std::vector<double> weight_sums) {
+    if (weight_sums.size() != core_->params().size())
+      throw Error(Reason::bad_argument, "the state holds a different number of parameters");
+    auto lock = core_->exclusive();
+    core_->weight_sums() = std::move(weight_sums);
+    core_->set_totals(count, total_weight);
+  }
+
+  py::tuple totals() {
+    std::unique_lock<std::shared_mutex> lock;
+    {
+      py::gil_scoped_release nogil;
+      lock = core_->exclusive();
+    }
+    return py::make_tuple(core_->count(), core_->total_weight());
+  }
+
+ private:
+  static uint32_t dtype_code(const py::array& a) {
+    char kind = a.dtype().kind();
+    py::ssize_t size = a.itemsize();
+    if (kind == 'f' && size == 4) return 0;
+    if (kind == 'f' && size == 8) return 1;
+    if (kind == 'i' && size == 4) return 2;
+    if (kind == 'f' && size == 2) return 3;
+    throw Error(Reason::unsupported_dtype, "template arrays must be float16/32/64 or int32");
+  }
+
+  py::tuple keep_;
+  std::unique_ptr<Aggregator> core_;
+};
+
 py::dict build_info() {
   py::dict d;
   d["compiler"] = compiler_id();
@@ -446,5 +545,13 @@ PYBIND11_MODULE(_native, m) {
       .def("close", &Decoder::close)
       .def_property_readonly("byteorder", &Decoder::byteorder)
       .def_property_readonly("wrapper", &Decoder::wrapper);
+  py::class_<AggregatorHandle>(m, "AggregatorCore")
+      .def(py::init<py::list, py::list, py::list, const std::string&>())
+      .def("add_blob", &AggregatorHandle::add_blob)
+      .def("add_parts", &AggregatorHandle::add_parts)
+      .def("merge", &AggregatorHandle::merge)
+      .def("snapshot", &AggregatorHandle::snapshot)
+      .def("restore", &AggregatorHandle::restore)
+      .def("totals", &AggregatorHandle::totals);
   m.def("build_info", &build_info);
 }

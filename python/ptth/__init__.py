@@ -50,6 +50,7 @@ to_float32 = _impl.to_float32
 subtract = _impl.subtract
 compute_delta = _impl.compute_delta
 apply_delta = _impl.apply_delta
+Aggregator = _impl.Aggregator
 
 
 def build_info() -> dict:
@@ -65,5 +66,5 @@ __all__ = [
     "PTTHError", "REASONS", "DEFAULT_MAX_SIZE", "backend", "build_info",
     "loads", "dumps", "load", "dump", "iter_load", "Decoder",
     "compress", "decompress", "detect_wrapper",
-    "to_float16", "to_float32", "subtract", "compute_delta", "apply_delta",
+    "to_float16", "to_float32", "subtract", "compute_delta", "apply_delta", "Aggregator",
 ]

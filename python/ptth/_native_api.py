@@ -321,3 +321,119 @@ def _check_mapping(m, what):
     if not isinstance(m, Mapping):
         raise PTTHError("bad_argument", f"{what} must be a mapping of names to arrays, "
                                         f"not {type(m).__name__}")
+
+
+# ---- aggregator --------------------------------------------------------------
+
+_ACCUMULATE = {"float64": _F64, "float32": _F32}
+_UPDATE_CODES = {("f", 4): 0, ("f", 8): 1, ("i", 4): 2, ("f", 2): 3}
+
+
+class Aggregator:
+    """Weighted FedAvg over PTTH updates; see DEVELOPERS.md, "The aggregator"."""
+
+    def __init__(self, template, *, accumulate="float64"):
+        _check_mapping(template, "template")
+        if accumulate not in _ACCUMULATE:
+            raise PTTHError("bad_argument",
+                            f"accumulate must be 'float64' or 'float32', not {accumulate!r}")
+        self._accumulate = accumulate
+        self._template = {}
+        for key, value in template.items():
+            if not isinstance(key, str):
+                raise PTTHError("bad_argument", f"parameter names must be str, not {type(key).__name__}")
+            arr = _native_contiguous(value)
+            if (arr.dtype.kind, arr.dtype.itemsize) not in _UPDATE_CODES:
+                raise PTTHError("unsupported_dtype", f"template {key!r} has dtype {arr.dtype}")
+            self._template[key] = arr
+        self._index = {k: i for i, k in enumerate(self._template)}
+        self._start(None)
+
+    def _start(self, accs):
+        dtype = _ACCUMULATE[self._accumulate]
+        if accs is None:
+            accs = [np.zeros(t.shape, dtype) for t in self._template.values()]
+        self._accs = accs
+        self._core = _native.AggregatorCore(list(self._template), list(self._template.values()),
+                                            accs, self._accumulate)
+
+    @staticmethod
+    def _weight(weight):
+        if isinstance(weight, bool) or not isinstance(weight, (int, float, np.integer, np.floating)):
+            raise PTTHError("bad_argument", f"weight must be a positive finite number, not {weight!r}")
+        return float(weight)
+
+    def add(self, update, weight=1.0, *, kind="delta", allow_nonfinite=False,
+            byteorder="<", relabel_float32=False, max_size=None):
+        w = self._weight(weight)
+        if kind not in ("delta", "full"):
+            raise PTTHError("bad_argument", f"kind must be 'delta' or 'full', not {kind!r}")
+        full = kind == "full"
+        if isinstance(update, Mapping):
+            self._core.add_parts(self._parts(update, w), w, full, bool(allow_nonfinite))
+        else:
+            self._core.add_blob(update, w, full, bool(allow_nonfinite), _byteorder(byteorder),
+                                bool(relabel_float32), max_size)
+
+    def _parts(self, update, weight):
+        if not (weight > 0 and np.isfinite(weight)):
+            raise PTTHError("bad_argument", f"weight must be a positive finite number, not {weight!r}")
+        parts = []
+        for key, value in update.items():
+            arr = _native_contiguous(value)
+            code = _UPDATE_CODES.get((arr.dtype.kind, arr.dtype.itemsize))
+            if code is None:
+                raise PTTHError("unsupported_dtype", f"update {key!r} has dtype {arr.dtype}")
+            idx = self._index.get(key)
+            if idx is None:
+                raise PTTHError("unknown_name", f"the update names {key!r}, which the template lacks")
+            if arr.shape != self._template[key].shape:
+                raise PTTHError("shape_mismatch", f"{key!r} has shape {arr.shape}, the template "
+                                                  f"{self._template[key].shape}")
+            parts.append((idx, code, arr))
+        return parts
+
+    def merge(self, other):
+        if not isinstance(other, Aggregator):
+            raise PTTHError("bad_argument", f"can only merge an Aggregator, not {type(other).__name__}")
+        self._core.merge(other._core)
+
+    @property
+    def count(self) -> int:
+        return self._core.totals()[0]
+
+    @property
+    def total_weight(self) -> float:
+        return self._core.totals()[1]
+
+    def mean(self) -> dict:
+        _, _, sums, accs = self._core.snapshot()
+        out = {}
+        with np.errstate(all="ignore"):
+            for (key, _), acc, s in zip(self._template.items(), accs, sums):
+                out[key] = (np.divide(acc, acc.dtype.type(s), out=np.empty_like(acc)) if s > 0
+                            else np.zeros_like(acc))
+        return out
+
+    def apply(self, lr=1.0) -> dict:
+        out = {}
+        for (key, t), m in zip(self._template.items(), self.mean().values()):
+            with np.errstate(all="ignore"):
+                value = t.astype(m.dtype) + m.dtype.type(lr) * m
+                if t.dtype.kind == "i":
+                    value = np.rint(value)
+            out[key] = np.asarray(value).astype(t.dtype)
+        return out
+
+    def __getstate__(self):
+        count, total, sums, accs = self._core.snapshot()
+        return {"template": self._template, "accumulate": self._accumulate,
+                "accumulators": accs, "weight_sums": list(sums), "count": count,
+                "total_weight": total}
+
+    def __setstate__(self, state):
+        self._accumulate = state["accumulate"]
+        self._template = state["template"]
+        self._index = {k: i for i, k in enumerate(self._template)}
+        self._start([np.ascontiguousarray(a) for a in state["accumulators"]])
+        self._core.restore(state["count"], state["total_weight"], state["weight_sums"])
