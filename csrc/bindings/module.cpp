@@ -506,6 +506,7 @@ py::dict build_info() {
   for (SimdTier t : {SimdTier::scalar, SimdTier::avx2, SimdTier::avx512, SimdTier::neon})
     if (tier_available(t)) avail.append(tier_name(t));
   d["simd_available"] = avail;
+  d["simd_note"] = simd_note();
   d["zlib_ng"] = zlib_ng_version();
   d["zlib_ng_origin"] = zlib_ng_origin();
   return d;
