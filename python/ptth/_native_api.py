@@ -359,9 +359,15 @@ class Aggregator:
 
     @staticmethod
     def _weight(weight):
-        if isinstance(weight, bool) or not isinstance(weight, (int, float, np.integer, np.floating)):
+        ok = not isinstance(weight, bool) and isinstance(weight, (int, float, np.integer, np.floating))
+        if ok:
+            try:
+                weight = float(weight)
+            except OverflowError:
+                ok = False
+        if not ok or not (np.isfinite(weight) and weight > 0):
             raise PTTHError("bad_argument", f"weight must be a positive finite number, not {weight!r}")
-        return float(weight)
+        return weight
 
     def add(self, update, weight=1.0, *, kind="delta", allow_nonfinite=False,
             byteorder="<", relabel_float32=False, max_size=None):
@@ -376,8 +382,6 @@ class Aggregator:
                                 bool(relabel_float32), max_size)
 
     def _parts(self, update, weight):
-        if not (weight > 0 and np.isfinite(weight)):
-            raise PTTHError("bad_argument", f"weight must be a positive finite number, not {weight!r}")
         parts = []
         for key, value in update.items():
             arr = _native_contiguous(value)

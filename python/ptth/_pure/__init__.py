@@ -1,5 +1,6 @@
 """The pure-Python backend of ptth: Python + NumPy + zlib_ng, the reference the native one is checked against."""
 
+from .aggregator import Aggregator
 from .decode import Decoder, iter_load, load, loads
 from .deflate import compress
 from .format import DEFAULT_MAX_SIZE, byte_view
@@ -13,7 +14,7 @@ name = "python"
 
 __all__ = ["loads", "dumps", "load", "dump", "iter_load", "Decoder", "compress",
            "decompress", "to_float16", "to_float32", "subtract", "compute_delta",
-           "apply_delta", "detect_wrapper", "DEFAULT_MAX_SIZE", "name"]
+           "apply_delta", "Aggregator", "detect_wrapper", "DEFAULT_MAX_SIZE", "name"]
 
 
 def detect_wrapper(data) -> str:

@@ -42,10 +42,41 @@ def _convert(x: np.ndarray, dtype, out):
     """x cast to dtype as a new C-contiguous array, or into out."""
     with np.errstate(all="ignore"):
         if out is None:
-            return x.astype(dtype, order="C")
-        _check_out(out, dtype, x.shape)
-        np.copyto(out, x, casting="unsafe")
-        return out
+            result = x.astype(dtype, order="C")
+        else:
+            _check_out(out, dtype, x.shape)
+            np.copyto(out, x, casting="unsafe")
+            result = out
+    _quiet_nans(x, result)
+    return result
+
+
+# (source itemsize, target itemsize) -> (source bits, shift of the payload, target bits, quiet NaN)
+_NAN_RULES = {
+    (4, 2): (np.uint32, -13, np.uint16, 0x7E00),
+    (8, 2): (np.uint64, -42, np.uint16, 0x7E00),
+    (2, 4): (np.uint16, 13, np.uint32, 0x7FC00000),
+}
+
+
+def _quiet_nans(src: np.ndarray, dst: np.ndarray) -> None:
+    """ptth's NaN policy for float16 conversions (kernels.hpp), what F16C does:
+    a NaN keeps its sign and top payload bits and comes out quiet. NumPy keeps
+    signaling NaNs signaling; for quiet NaNs the two agree."""
+    rule = _NAN_RULES.get((src.dtype.itemsize, dst.dtype.itemsize))
+    if rule is None or src.dtype.kind != "f" or dst.dtype.kind != "f":
+        return
+    nan = np.isnan(src)
+    if not nan.any():
+        return
+    src_bits, shift, dst_bits, quiet = rule
+    width = src.dtype.itemsize * 8
+    b = src[nan].astype(src.dtype.newbyteorder("="), copy=False).view(src_bits).astype(np.uint64)
+    sign = (b >> np.uint64(width - 1)) << np.uint64(dst.dtype.itemsize * 8 - 1)
+    payload_mask = np.uint64((1 << {16: 10, 32: 23, 64: 52}[width]) - 1)
+    payload = b & payload_mask
+    payload = payload >> np.uint64(-shift) if shift < 0 else payload << np.uint64(shift)
+    dst.view(dst_bits)[nan] = (sign | np.uint64(quiet) | payload).astype(dst_bits)
 
 
 def to_float16(x, out=None) -> np.ndarray:
