@@ -151,7 +151,10 @@ static void test_rules() {
                    "00000000" "00000000");
   r = decode(over, 0);
   CHECK(r.reason == Reason::size_overflow && r.offset == 36);
-  CHECK(decode(with_u32(over, 28, 0), 0).ok);
+  // A zero dim makes numel 0, but NumPy must still be able to shape it:
+  // the non-zero dims times the itemsize must stay within 2**63-1 bytes.
+  CHECK(decode(with_u32(over, 20, 0), 0).ok);                       // 0 x (2^32-1) x 65535
+  CHECK(decode(with_u32(over, 28, 0), 0).reason == Reason::size_overflow);  // (2^32-1)^2 x 0
   // A payload larger than the limit fails before it is allocated.
   ReadOptions small;
   small.max_size = 40;
