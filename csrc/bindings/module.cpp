@@ -456,11 +456,7 @@ class AggregatorHandle {
 
   // (count, total_weight, weight_sums, accumulator copies), taken while no add is half-way.
   py::tuple snapshot() {
-    std::unique_lock<std::shared_mutex> lock;
-    {
-      py::gil_scoped_release nogil;
-      lock = core_->exclusive();
-    }
+    auto lock = exclusive();
     py::list copies;
     for (py::handle acc : keep_[1].cast<py::list>()) copies.append(acc.attr("copy")());
     return py::make_tuple(core_->count(), core_->total_weight(), core_->weight_sums(), copies);
@@ -469,21 +465,23 @@ class AggregatorHandle {
   void restore(uint64_t count, double total_weight, std::vector<double> weight_sums) {
     if (weight_sums.size() != core_->params().size())
       throw Error(Reason::bad_argument, "the state holds a different number of parameters");
-    auto lock = core_->exclusive();
+    auto lock = exclusive();
     core_->weight_sums() = std::move(weight_sums);
     core_->set_totals(count, total_weight);
   }
 
   py::tuple totals() {
-    std::unique_lock<std::shared_mutex> lock;
-    {
-      py::gil_scoped_release nogil;
-      lock = core_->exclusive();
-    }
+    auto lock = exclusive();
     return py::make_tuple(core_->count(), core_->total_weight());
   }
 
  private:
+  // Waits for in-flight adds without holding the GIL (they may need it to return).
+  std::unique_lock<std::shared_mutex> exclusive() {
+    py::gil_scoped_release nogil;
+    return core_->exclusive();
+  }
+
   static uint32_t dtype_code(const py::array& a) {
     char kind = a.dtype().kind();
     py::ssize_t size = a.itemsize();

@@ -14,16 +14,6 @@ namespace {
 constexpr size_t kMaxStep = UINT32_MAX;  // zng_stream counts in 32 bits
 constexpr size_t kFirstOutput = 16 * 1024;
 
-int window_bits(Wrapper w) {
-  switch (w) {
-    case Wrapper::zlib: return 15;
-    case Wrapper::gzip: return 31;
-    case Wrapper::deflate: return -15;
-    case Wrapper::none: break;
-  }
-  throw Error(Reason::bad_argument, "wrapper must be 'zlib', 'gzip' or 'deflate'");
-}
-
 struct DeflateEnd {
   void operator()(zng_stream* s) const noexcept {
     zng_deflateEnd(s);

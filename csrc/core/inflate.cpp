@@ -13,6 +13,8 @@ namespace {
 
 constexpr size_t kMaxStep = UINT32_MAX;  // zng_stream counts in 32 bits
 
+}  // namespace
+
 int window_bits(Wrapper w) {
   switch (w) {
     case Wrapper::zlib: return 15;
@@ -20,10 +22,8 @@ int window_bits(Wrapper w) {
     case Wrapper::deflate: return -15;
     case Wrapper::none: break;
   }
-  return 0;
+  throw Error(Reason::bad_argument, "wrapper must be 'zlib', 'gzip' or 'deflate'");
 }
-
-}  // namespace
 
 const char* wrapper_name(Wrapper w) noexcept {
   switch (w) {

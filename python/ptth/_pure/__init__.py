@@ -3,12 +3,13 @@
 from .aggregator import Aggregator
 from .decode import Decoder, iter_load, load, loads
 from .deflate import compress
-from .format import DEFAULT_MAX_SIZE, byte_view
+from .format import DEFAULT_MAX_SIZE
+from .format import byte_view as _byte_view
 from .format import detect_wrapper as _detect
 from .inflate import decompress
 from .kernels import apply_delta, compute_delta, subtract, to_float16, to_float32
 from .writer import dumps
-from .._source import open_target
+from .._source import open_target as _open_target
 
 name = "python"
 
@@ -19,10 +20,10 @@ __all__ = ["loads", "dumps", "load", "dump", "iter_load", "Decoder", "compress",
 
 def detect_wrapper(data) -> str:
     """The wrapper SPEC.md's table gives for these first bytes: none, zlib, gzip or deflate."""
-    return _detect(byte_view(data))
+    return _detect(_byte_view(data))
 
 
 def dump(tensors, target, **dumps_kw) -> None:
     blob = dumps(tensors, **dumps_kw)
-    with open_target(target) as f:
+    with _open_target(target) as f:
         f.write(blob)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 
 from .._source import iter_chunks, open_source, read_all
@@ -18,6 +19,7 @@ class Pipeline:
         self.reader = Reader(byteorder=options.byteorder,
                              relabel_float32=options.relabel_float32,
                              max_size=options.max_size)
+        self.wrapper = wrapper
         self.inflater = None if wrapper == "none" else Inflater(WBITS[wrapper], data)
 
     def _error(self, reason: str) -> PTTHError:
@@ -88,15 +90,15 @@ def load(source, **loads_kw) -> dict:
 class Decoder:
     """Streaming decoder: feed() chunks, get the records they complete; close() at the end.
 
-    After an error every call raises it again; feed() after close() raises ``closed``.
+    An error ends the decoder: every later feed() or close() raises ``closed``,
+    as does feed() after close(). close() after a successful close() does nothing.
     """
 
     def __init__(self, *, copy=False, byteorder="<", relabel_float32=False, max_size=None):
         self._options = LoadOptions(copy, byteorder, relabel_float32, max_size)
         self._head = bytearray()     # the first bytes, until the wrapper is known
         self._pipeline = None
-        self._closed = False
-        self._error = None
+        self._state = "open"         # "open", "closed" or "failed"
         self._lock = threading.Lock()
 
     @property
@@ -106,45 +108,49 @@ class Decoder:
             return self._pipeline.reader.byteorder
         return None if self._options.byteorder == "auto" else self._options.byteorder
 
+    @property
+    def wrapper(self):
+        """"none", "zlib", "gzip" or "deflate" once detected, else None."""
+        return None if self._pipeline is None else self._pipeline.wrapper
+
     def feed(self, chunk) -> list:
         with self._lock:
             return list(self._records(chunk))
 
     def close(self) -> None:
         with self._lock:
-            self._check_usable(closing=True)
-            if self._closed:
+            if self._state == "closed":
                 return
-            self._closed = True
-            try:
+            self._check_open()
+            self._state = "closed"
+            with self._failing():
                 if self._pipeline is None:
                     # decide on what there is; fewer than 4 bytes hold no record
                     for _ in self._start():
                         pass
                 self._pipeline.finish()
-            except PTTHError as exc:
-                self._error = exc
-                raise
 
-    def _check_usable(self, closing=False) -> None:
-        if self._closed and not closing:
-            raise PTTHError("closed", "feed() after close()")
-        if self._error is not None:
-            exc = self._error
-            raise PTTHError(exc.reason, exc.message, offset=exc.offset, record=exc.record)
+    def _check_open(self) -> None:
+        if self._state != "open":
+            raise PTTHError("closed", "the decoder was closed or failed")
+
+    @contextlib.contextmanager
+    def _failing(self):
+        try:
+            yield
+        except PTTHError:
+            self._state = "failed"
+            raise
 
     def _records(self, chunk):
-        """A generator of the records chunk completes (checks run at once)."""
-        self._check_usable()
+        """A generator of the records chunk completes (argument checks run at once)."""
         view = byte_view(chunk)
-        return self._guard(self._push(view))
+        self._check_open()
+        return self._guarded(self._push(view))
 
-    def _guard(self, records):
-        try:
+    def _guarded(self, records):
+        with self._failing():
             yield from records
-        except PTTHError as exc:
-            self._error = exc
-            raise
 
     def _push(self, view: memoryview):
         if self._pipeline is None:
@@ -165,10 +171,6 @@ class Decoder:
 def iter_load(source, **loads_kw):
     """Yield (name, array) as records complete, reading source a chunk at a time."""
     decoder = Decoder(**loads_kw)
-    return _iter_records(source, decoder)
-
-
-def _iter_records(source, decoder: Decoder):
     with open_source(source) as f:
         for chunk in iter_chunks(f):
             yield from decoder._records(chunk)

@@ -6,6 +6,7 @@ from zlib_ng import zlib_ng
 
 from .format import WBITS, byte_view, check_choice, check_int
 
+
 def check_compress_args(level, wrapper) -> tuple[int, str]:
     return (check_int(level, "level", 0, 9),
             check_choice(wrapper, "wrapper", tuple(WBITS)))

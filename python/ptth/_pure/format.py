@@ -11,13 +11,11 @@ from ..errors import PTTHError
 
 MAGIC = b"PTTH"
 VERSION = 1
-HEADER_SIZE = 12
 MAX_NDIM = 64
 DEFAULT_MAX_SIZE = 512 * 1024 * 1024
 
 #: dtype code -> (element name, itemsize)
 DTYPES = {0: ("f4", 4), 1: ("f8", 8), 2: ("i4", 4), 3: ("f2", 2)}
-FLOAT32_CODE = 0
 
 NATIVE = "<" if sys.byteorder == "little" else ">"
 # NumPy rejects shapes whose non-zero dims times itemsize exceed intp, even
@@ -69,8 +67,8 @@ def detect_wrapper(head) -> str:
 def byte_view(data) -> memoryview:
     """A flat unsigned-byte memoryview of any C-contiguous buffer."""
     if isinstance(data, np.ndarray):
-        if not data.flags.c_contiguous:
-            raise PTTHError("bad_argument", "the array must be C-contiguous")
+        if not data.flags.c_contiguous or data.dtype.hasobject:
+            raise PTTHError("bad_argument", "the array must be C-contiguous, without objects")
         data = data.reshape(-1).view(np.uint8)
     try:
         view = memoryview(data)
@@ -110,13 +108,16 @@ def check_choice(value, name: str, choices):
 
 
 def check_float_dtype(dtype, allowed) -> str | None:
-    """None or a floating dtype named in ``allowed`` (given as a name, type or np.dtype)."""
+    """None or a floating dtype in ``allowed``: its exact name, or a type / np.dtype of it."""
     if dtype is None:
         return None
-    try:
-        name = np.dtype(dtype).name
-    except (TypeError, ValueError):
-        name = None
+    if isinstance(dtype, str):
+        name = dtype
+    else:
+        try:
+            name = np.dtype(dtype).name
+        except (TypeError, ValueError):
+            name = None
     if name not in allowed:
         raise PTTHError("bad_argument", f"dtype must be None or one of {', '.join(allowed)}")
     return name

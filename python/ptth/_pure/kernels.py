@@ -95,7 +95,6 @@ def to_float32(h, out=None) -> np.ndarray:
 
 
 def subtract(updated, base, *, dtype=None, out=None, _name=None) -> np.ndarray:
-    target = check_float_dtype(dtype, SUBTRACT_DTYPES)
     updated, base = _array(updated), _array(base)
     _check_shapes(updated, base, _name)
     code = dtype_code(updated.dtype)
@@ -103,6 +102,7 @@ def subtract(updated, base, *, dtype=None, out=None, _name=None) -> np.ndarray:
         raise PTTHError("unsupported_dtype",
                         f"subtract takes two float32 or two float64 arrays, "
                         f"not {updated.dtype} and {base.dtype}")
+    target = check_float_dtype(dtype, SUBTRACT_DTYPES)
     compute = np.dtype(np.float32 if code == 0 else np.float64)
     result = compute if target is None else np.dtype(target)
     if out is not None:

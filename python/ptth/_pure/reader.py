@@ -68,10 +68,6 @@ class Reader:
         self._payload = None         # owned payload being filled
         self._enter(MAGIC_FIELD, 4)
 
-    @property
-    def done(self) -> bool:
-        return self._item == DONE
-
     # -- driving ------------------------------------------------------------
 
     def feed(self, chunk: memoryview):
@@ -108,8 +104,6 @@ class Reader:
         """The input ended: raise ``truncated`` unless the blob is complete."""
         if self._item != DONE:
             raise PTTHError("truncated", offset=self.offset, record=self.index)
-        if self.byteorder is None:
-            self.byteorder = "<"     # the blob never decided: it was read little-endian
 
     # -- items --------------------------------------------------------------
 
