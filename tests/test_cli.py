@@ -119,3 +119,11 @@ def test_console_script(backend, tmp_path):
     assert run(backend, "example", path, command=[exe]).returncode == 0
     out = run(backend, "inspect", path, command=[exe])
     assert out.returncode == 0 and "8 parameters" in out.stdout
+
+
+def test_demo_small_round(backend):
+    out = run(backend, "demo", "--params", 20000, "--clients", 5, "--threads", 2, "--level", 1)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"backend {backend.name}" in out.stdout
+    check = [line for line in out.stdout.splitlines() if line.strip().startswith("check")]
+    assert len(check) == 1 and ": OK;" in check[0], out.stdout
