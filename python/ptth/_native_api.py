@@ -6,6 +6,8 @@ the C++ core (``csrc/``) with the GIL released.
 
 from __future__ import annotations
 
+import numbers
+import operator
 from collections.abc import Mapping
 
 import numpy as np
@@ -51,7 +53,7 @@ def _records(tensors, dtype):
             key.encode("utf-8")
         except UnicodeEncodeError as exc:
             raise PTTHError("bad_name", f"parameter {key!r} cannot be encoded as UTF-8") from exc
-        arr = np.asarray(value)
+        arr = _asarray(value, key)
         code = _CODES.get((arr.dtype.kind, arr.dtype.itemsize))
         if code is None:
             raise PTTHError("unsupported_dtype",
@@ -72,9 +74,16 @@ def _records(tensors, dtype):
     return records
 
 
+def _asarray(value, key):
+    try:
+        return np.asarray(value)
+    except (TypeError, ValueError) as exc:
+        raise PTTHError("bad_argument", f"parameter {key!r} is not an array: {exc}") from None
+
+
 def loads(data, *, copy=False, byteorder="<", relabel_float32=False, max_size=None):
     return _native.loads(data, copy=bool(copy), byteorder=_byteorder(byteorder),
-                         relabel_float32=bool(relabel_float32), max_size=max_size)
+                         relabel_float32=bool(relabel_float32), max_size=_max_size(max_size))
 
 
 def _byteorder(byteorder):
@@ -84,32 +93,45 @@ def _byteorder(byteorder):
 
 
 def dumps(tensors, *, dtype=None, compress=None, wrapper="zlib"):
-    return _native.encode(_records(tensors, dtype), _level(compress), _wrapper(wrapper))
+    level, wrapper = _level(compress), _wrapper(wrapper)
+    return _native.encode(_records(tensors, dtype), level, wrapper)
+
+
+def _integer(value, what):
+    """An integer argument (any integer type but bool); the core checks its range."""
+    if isinstance(value, (bool, np.bool_)):
+        raise PTTHError("bad_argument", f"{what} must be an integer, not a bool")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise PTTHError("bad_argument", f"{what} must be an integer, not {value!r}") from None
 
 
 def _level(level):
-    if level is None:
-        return None
-    if isinstance(level, bool) or not isinstance(level, int):
-        raise PTTHError("bad_argument", f"compression level must be an int 0..9, not {level!r}")
-    return level
+    return None if level is None else _integer(level, "compression level")
 
 
-def _wrapper(wrapper):
-    if not isinstance(wrapper, str):
-        raise PTTHError("bad_argument", f"wrapper must be a str, not {type(wrapper).__name__}")
+def _max_size(max_size):
+    return None if max_size is None else _integer(max_size, "max_size")
+
+
+_WRITE_WRAPPERS = ("zlib", "gzip", "deflate")
+
+
+def _wrapper(wrapper, choices=_WRITE_WRAPPERS):
+    if not isinstance(wrapper, str) or wrapper not in choices:
+        raise PTTHError("bad_argument", f"wrapper must be one of {', '.join(choices)}, "
+                                        f"not {wrapper!r}")
     return wrapper
 
 
 def compress(data, level=6, wrapper="zlib"):
-    lvl = _level(level)
-    if lvl is None:
-        raise PTTHError("bad_argument", "compression level must be an int 0..9, not None")
-    return _native.compress(data, lvl, _wrapper(wrapper))
+    return _native.compress(data, _integer(level, "compression level"), _wrapper(wrapper))
 
 
 def decompress(data, *, wrapper="auto", max_size=None):
-    return _native.decompress(data, wrapper=_wrapper(wrapper), max_size=max_size)
+    wrapper = _wrapper(wrapper, ("auto", "none") + _WRITE_WRAPPERS)
+    return _native.decompress(data, wrapper=wrapper, max_size=_max_size(max_size))
 
 
 def detect_wrapper(data) -> str:
@@ -123,7 +145,8 @@ class Decoder:
     def __init__(self, *, copy=True, byteorder="<", relabel_float32=False, max_size=None):
         # Streamed arrays are always owned; `copy` is accepted for loads_kw symmetry.
         self._dec = _native.Decoder(byteorder=_byteorder(byteorder),
-                                    relabel_float32=bool(relabel_float32), max_size=max_size)
+                                    relabel_float32=bool(relabel_float32),
+                                    max_size=_max_size(max_size))
 
     def feed(self, chunk):
         return self._dec.feed(chunk)
@@ -269,23 +292,35 @@ def subtract(updated, base, *, dtype=None, out=None):
 
 
 def compute_delta(updated, base, *, dtype=None):
+    _result_dtype(dtype, None)
     _check_mapping(updated, "updated")
     _check_mapping(base, "base")
     delta = {}
     for key, u in updated.items():
         if key not in base:
             raise PTTHError("unknown_name", f"{key!r} is not in base")
-        u_arr, b_arr = np.asarray(u), np.asarray(base[key])
-        if u_arr.dtype.kind == "i" and b_arr.dtype.kind == "i":
+        u_arr, b_arr = _asarray(u, key), _asarray(base[key], key)
+        if _is_int32(u_arr) and _is_int32(b_arr):
             if u_arr.shape != b_arr.shape:
                 raise PTTHError("shape_mismatch", f"{key!r}: shapes {u_arr.shape} and {b_arr.shape}")
-            delta[key] = np.subtract(u_arr, b_arr, dtype=np.int32)
+            with np.errstate(all="ignore"):
+                delta[key] = np.subtract(u_arr, b_arr, dtype=np.int32)
         else:
             delta[key] = subtract(u_arr, b_arr, dtype=dtype)
     return delta
 
 
+def _is_int32(arr):
+    return arr.dtype.kind == "i" and arr.dtype.itemsize == 4
+
+
 def apply_delta(base, delta, *, scale=1.0):
+    if isinstance(scale, (bool, np.bool_)) or not isinstance(scale, numbers.Real):
+        raise PTTHError("bad_argument", f"scale must be a real number, not {scale!r}")
+    try:
+        scale = float(scale)
+    except OverflowError:
+        raise PTTHError("bad_argument", "scale does not fit in a float64") from None
     _check_mapping(base, "base")
     _check_mapping(delta, "delta")
     for key in delta:
@@ -300,12 +335,19 @@ def apply_delta(base, delta, *, scale=1.0):
         d_arr = _native_contiguous(delta[key])
         if b_arr.shape != d_arr.shape:
             raise PTTHError("shape_mismatch", f"{key!r}: shapes {b_arr.shape} and {d_arr.shape}")
-        if b_arr.dtype.kind == "i":
-            out[key] = np.add(b_arr, d_arr, dtype=b_arr.dtype, casting="unsafe")
+        if _is_int32(b_arr) and _is_int32(d_arr):
+            with np.errstate(all="ignore"):
+                out[key] = np.add(b_arr, d_arr, dtype=np.int32)
             continue
-        if b_arr.dtype not in (_F32, _F64) or d_arr.dtype not in (_F16, _F32, _F64):
+        if b_arr.dtype not in (_F16, _F32, _F64) or d_arr.dtype not in (_F16, _F32, _F64):
             raise PTTHError("unsupported_dtype",
                             f"{key!r}: cannot apply a {d_arr.dtype} delta to {b_arr.dtype}")
+        if b_arr.dtype == _F16:  # no kernel for float16 arithmetic: NumPy's, in float16
+            with np.errstate(all="ignore"):
+                step = d_arr.astype(_F16)
+                np.multiply(_F16.type(scale), step, out=step)
+                out[key] = np.add(b_arr, step, out=step)
+            continue
         result = np.empty(b_arr.shape, b_arr.dtype)
         if b_arr.dtype == _F32 and d_arr.dtype == _F16:
             _native.axpy(b_arr, float(scale), d_arr.view(np.uint16), result, _AXPY_F32_F16)
@@ -379,7 +421,7 @@ class Aggregator:
             self._core.add_parts(self._parts(update, w), w, full, bool(allow_nonfinite))
         else:
             self._core.add_blob(update, w, full, bool(allow_nonfinite), _byteorder(byteorder),
-                                bool(relabel_float32), max_size)
+                                bool(relabel_float32), _max_size(max_size))
 
     def _parts(self, update, weight):
         parts = []
