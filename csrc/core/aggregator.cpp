@@ -133,6 +133,62 @@ void Aggregator::check_weight(double weight) const {
                                           std::to_string(weight));
 }
 
+namespace {
+
+// Matches each record to its parameter as it completes and keeps only the
+// matched payloads: a hostile upload of many records costs the template's
+// size, not one stored record each. The first name or shape error is held
+// until parsing ends, because a parse error later in the blob comes first.
+class MatchingSink : public RecordSink {
+ public:
+  MatchingSink(const Aggregator& agg, bool copy) : agg_(agg), copy_(copy) {}
+
+  uint8_t* payload_space(const RecordInfo& r, uint64_t have, size_t* room) override {
+    return collect_.payload_space(r, have, room);
+  }
+
+  void on_record(const RecordInfo& r, const uint8_t* payload) override {
+    if (error_) {
+      collect_.payload_space_release();
+      return;
+    }
+    size_t idx = agg_.find(r.name);
+    if (idx == Aggregator::npos) {
+      error_ = std::make_unique<Error>(Reason::unknown_name,
+          "the update names '" + r.name + "', which the template lacks", r.payload_offset, r.index);
+    } else if (r.dims != agg_.params()[idx].dims) {
+      error_ = std::make_unique<Error>(Reason::shape_mismatch,
+          "'" + r.name + "' does not have the template's shape", r.payload_offset, r.index);
+    }
+    if (error_) {
+      collect_.records().clear();  // nothing will be accumulated: free what was kept
+      parts_.clear();
+      collect_.payload_space_release();
+      return;
+    }
+    collect_.on_record(r, payload);
+    const CollectedRecord& c = collect_.records().back();
+    parts_.push_back({idx, r.dtype, c.data, r.numel});
+    offsets_.push_back(r.payload_offset);
+  }
+
+  void check() const {
+    if (error_) throw *error_;
+  }
+  const std::vector<UpdatePart>& parts() const noexcept { return parts_; }
+  const std::vector<uint64_t>& offsets() const noexcept { return offsets_; }
+
+ private:
+  const Aggregator& agg_;
+  bool copy_;
+  CollectingSink collect_{copy_};
+  std::unique_ptr<Error> error_;
+  std::vector<UpdatePart> parts_;
+  std::vector<uint64_t> offsets_;
+};
+
+}  // namespace
+
 void Aggregator::add_blob(const uint8_t* data, size_t n, const ReadOptions& opts, double weight,
                           bool full, bool allow_nonfinite) {
   check_weight(weight);
@@ -141,28 +197,13 @@ void Aggregator::add_blob(const uint8_t* data, size_t n, const ReadOptions& opts
   if (w == Wrapper::none) o.max_size = UINT64_MAX;
   // Compressed and byte-swapped payloads land in owned buffers in host order;
   // plain little-endian ones are read where they lie.
-  CollectingSink sink(w != Wrapper::none || opts.byteorder != ByteOrder::little);
+  MatchingSink sink(*this, w != Wrapper::none || opts.byteorder != ByteOrder::little);
   StreamDecoder dec(o, &sink);
   dec.feed(data, n, /*borrow=*/true);
   dec.finish();
-
-  std::vector<UpdatePart> parts;
-  std::vector<uint64_t> offsets;
-  parts.reserve(sink.records().size());
-  for (const CollectedRecord& c : sink.records()) {
-    const RecordInfo& r = c.info;
-    size_t idx = find(r.name);
-    if (idx == npos)
-      throw Error(Reason::unknown_name, "the update names '" + r.name + "', which the template lacks",
-                  r.payload_offset, r.index);
-    if (r.dims != params_[idx].dims)
-      throw Error(Reason::shape_mismatch, "'" + r.name + "' does not have the template's shape",
-                  r.payload_offset, r.index);
-    parts.push_back({idx, r.dtype, c.data, r.numel});
-    offsets.push_back(r.payload_offset);
-  }
-  validate(parts, allow_nonfinite, &offsets);
-  accumulate(parts, weight, full);
+  sink.check();
+  validate(sink.parts(), allow_nonfinite, &sink.offsets());
+  accumulate(sink.parts(), weight, full);
 }
 
 void Aggregator::add_parts(const std::vector<UpdatePart>& parts, double weight, bool full,

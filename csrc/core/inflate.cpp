@@ -43,7 +43,7 @@ Wrapper parse_wrapper(const char* name) {
 }
 
 Wrapper detect_wrapper(const uint8_t* p, size_t n) noexcept {
-  if (std::memcmp(p, kMagic, std::min<size_t>(n, 4)) == 0) return Wrapper::none;
+  if (n == 0 || std::memcmp(p, kMagic, std::min<size_t>(n, 4)) == 0) return Wrapper::none;
   if (n >= 2 && (p[0] & 0x0F) == 8 && (p[0] >> 4) <= 7 && ((p[0] << 8) | p[1]) % 31 == 0)
     return Wrapper::zlib;
   if (n >= 3 && p[0] == 0x1F && p[1] == 0x8B && p[2] == 0x08) return Wrapper::gzip;
@@ -101,7 +101,7 @@ void StreamDecoder::decide(bool final) {
 void StreamDecoder::feed(const uint8_t* p, size_t n, bool borrow) {
   if (!known_) {
     size_t k = std::min(n, 4 - head_n_);
-    std::memcpy(head_ + head_n_, p, k);
+    if (k) std::memcpy(head_ + head_n_, p, k);  // p may be null when n is 0
     head_n_ += k;
     p += k;
     n -= k;
@@ -172,10 +172,11 @@ std::vector<uint8_t> inflate_all(const uint8_t* p, size_t n, Wrapper w, uint64_t
     p += step.consumed;
     n -= step.consumed;
     used += step.produced;
-    if (step.failed) inf.raise(used);
+    // Output past the limit came before the error that stopped the step.
     if (used > max_size)
       throw Error(Reason::too_large, "the decompressed data exceeds max_size (" +
                   std::to_string(max_size) + " bytes)", max_size, kNoRecord);
+    if (step.failed) inf.raise(used);
     if (inf.ended()) break;
     if (n == 0 && used < out.size()) {
       throw Error(Reason::stream_truncated, "the compressed stream ends before its end marker",

@@ -127,6 +127,8 @@ class CollectingSink : public RecordSink {
   uint8_t* payload_space(const RecordInfo& r, uint64_t have, size_t* room) override;
   void on_record(const RecordInfo& r, const uint8_t* payload) override;
   std::vector<CollectedRecord>& records() noexcept { return records_; }
+  // Frees the buffer of a payload that completed but is not kept.
+  void payload_space_release() noexcept { pending_.reset(); }
 
  private:
   bool copy_;

@@ -96,6 +96,9 @@ class Decoder:
 
     def __init__(self, *, copy=False, byteorder="<", relabel_float32=False, max_size=None):
         self._options = LoadOptions(copy, byteorder, relabel_float32, max_size)
+        if self._options.max_size < 4:  # not even the magic fits: as the native reader says at once
+            raise PTTHError("too_large", f"max_size {self._options.max_size} leaves no room for "
+                            "the 4-byte magic", offset=0)
         self._head = bytearray()     # the first bytes, until the wrapper is known
         self._pipeline = None
         self._state = "open"         # "open", "closed" or "failed"
