@@ -169,6 +169,11 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--level", type=int, default=6, help="zlib level of the uploads")
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(run=_demo, file="demo")
+
+    from . import bench
+    bn = sub.add_parser("bench", help="time DESIGN.md's targets on this machine (about a minute)")
+    bench.add_arguments(bn)
+    bn.set_defaults(run=bench.run, file="bench")
     return p
 
 
