@@ -277,12 +277,12 @@ py::bytes decompress(py::handle data, const std::string& wrapper, py::handle max
   Input in(data);
   Wrapper w = wrapper == "auto" ? detect_wrapper(in.data, std::min<size_t>(in.size, 4))
                                 : parse_wrapper(wrapper.c_str());
-  std::vector<uint8_t> out;
+  std::pair<Buffer, uint64_t> out;
   {
     MaybeNoGil nogil(in.size);
     out = inflate_all(in.data, in.size, w, limit);
   }
-  return to_bytes(out);
+  return py::bytes(reinterpret_cast<const char*>(out.first.get()), size_t(out.second));
 }
 
 py::str detect(py::handle data) {

@@ -150,25 +150,28 @@ void StreamDecoder::finish() {
 
 // ---- inflate_all -------------------------------------------------------------
 
-std::vector<uint8_t> inflate_all(const uint8_t* p, size_t n, Wrapper w, uint64_t max_size) {
-  std::vector<uint8_t> out;
+std::pair<Buffer, uint64_t> inflate_all(const uint8_t* p, size_t n, Wrapper w, uint64_t max_size) {
   if (w == Wrapper::none) {
     if (n > max_size)
       throw Error(Reason::too_large, "the data exceeds max_size", max_size, kNoRecord);
-    out.assign(p, p + n);
-    return out;
+    Buffer out(buffer_alloc(n));
+    if (n) std::memcpy(out.get(), p, n);
+    return {std::move(out), n};
   }
+  // One byte past the limit tells an exact fit from an overflow.
+  const uint64_t limit = max_size == UINT64_MAX ? max_size : max_size + 1;
   Inflater inf(w);
-  size_t used = 0;
+  Buffer out(buffer_alloc(std::min<uint64_t>(std::max<uint64_t>(uint64_t(n) * 2, 1 << 16), limit)));
+  uint64_t used = 0;
   while (true) {
-    if (out.size() == used) {
-      size_t grow = std::max<size_t>(out.size(), size_t(1) << 16);
-      // One byte past the limit tells an exact fit from an overflow.
-      uint64_t limit = max_size == UINT64_MAX ? max_size : max_size + 1;
-      uint64_t cap = std::min<uint64_t>(uint64_t(out.size()) + grow, limit);
-      out.resize(size_t(cap));
+    uint64_t cap = std::min(buffer_capacity(out.get()), limit);
+    if (used == cap) {
+      uint8_t* grown = buffer_grow(out.get(), std::min(2 * cap, limit));  // moves or frees the old block
+      (void)out.release();
+      out.reset(grown);
+      cap = std::min(buffer_capacity(out.get()), limit);
     }
-    Inflater::Step step = inf.run(p, n, out.data() + used, out.size() - used);
+    Inflater::Step step = inf.run(p, n, out.get() + used, size_t(cap - used));
     p += step.consumed;
     n -= step.consumed;
     used += step.produced;
@@ -178,17 +181,15 @@ std::vector<uint8_t> inflate_all(const uint8_t* p, size_t n, Wrapper w, uint64_t
                   std::to_string(max_size) + " bytes)", max_size, kNoRecord);
     if (step.failed) inf.raise(used);
     if (inf.ended()) break;
-    if (n == 0 && used < out.size()) {
+    if (n == 0 && used < cap)
       throw Error(Reason::stream_truncated, "the compressed stream ends before its end marker",
                   used, kNoRecord);
-    }
   }
   if (n > 0)
     throw Error(Reason::stream_trailing,
                 std::to_string(n) + " bytes follow the end of the compressed stream", used,
                 kNoRecord);
-  out.resize(used);
-  return out;
+  return {std::move(out), used};
 }
 
 }  // namespace ptth

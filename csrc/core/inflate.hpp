@@ -4,6 +4,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "core/reader.hpp"
@@ -76,7 +77,8 @@ class StreamDecoder {
   size_t head_n_ = 0;
 };
 
-// Whole-buffer inflate with a limit on the output (decompress()).
-std::vector<uint8_t> inflate_all(const uint8_t* p, size_t n, Wrapper w, uint64_t max_size);
+// Whole-buffer inflate with a limit on the output (decompress()): the output
+// and its size. The buffer grows by doubling without being zero-filled first.
+std::pair<Buffer, uint64_t> inflate_all(const uint8_t* p, size_t n, Wrapper w, uint64_t max_size);
 
 }  // namespace ptth

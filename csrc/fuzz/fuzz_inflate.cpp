@@ -32,7 +32,8 @@ struct Inflated {
 Inflated run_inflate_all(const uint8_t* p, size_t n, Wrapper w, uint64_t max_size) {
   Inflated r;
   try {
-    r.out = inflate_all(p, n, w, max_size);
+    auto [buf, size] = inflate_all(p, n, w, max_size);
+    r.out.assign(buf.get(), buf.get() + size);
     r.ok = true;
   } catch (const Error& e) {
     r.reason = e.reason();

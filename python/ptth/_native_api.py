@@ -457,7 +457,8 @@ class Aggregator:
         out = {}
         with np.errstate(all="ignore"):
             for (key, _), acc, s in zip(self._template.items(), accs, sums):
-                out[key] = (np.divide(acc, acc.dtype.type(s), out=np.empty_like(acc)) if s > 0
+                # the snapshot's copies are ours: divide them in place
+                out[key] = (np.divide(acc, acc.dtype.type(s), out=acc) if s > 0
                             else np.zeros_like(acc))
         return out
 
