@@ -14,49 +14,11 @@ once, outside any timing, that both give ptth's results on the same blobs.
 
 from __future__ import annotations
 
-import struct
-from functools import reduce
-
 import numpy as np
 
-#: PTTH dtype code -> NumPy dtype of the (little-endian) payload
-DTYPES = {0: np.dtype("<f4"), 1: np.dtype("<f8"), 2: np.dtype("<i4"), 3: np.dtype("<f2")}
-
-
-def reference_loads(blob: bytes) -> dict:
-    """Decode an uncompressed PTTH blob: header fields big-endian, payloads little-endian."""
-    magic, version, count = struct.unpack(">4sII", blob[:12])
-    if magic != b"PTTH" or version != 1:
-        raise ValueError("not a PTTH v1 blob")
-    pos = 12
-    out = {}
-    for _ in range(count):
-        (name_len,) = struct.unpack(">I", blob[pos:pos + 4])
-        pos += 4
-        name = blob[pos:pos + name_len].decode("utf-8")
-        pos += name_len
-        (ndim,) = struct.unpack(">I", blob[pos:pos + 4])
-        pos += 4
-        dims = struct.unpack(f">{ndim}I", blob[pos:pos + 4 * ndim])
-        pos += 4 * ndim
-        code, data_len = struct.unpack(">II", blob[pos:pos + 8])
-        pos += 8
-        payload = blob[pos:pos + data_len]
-        pos += data_len
-        out[name] = np.frombuffer(payload, DTYPES[code]).reshape(dims)
-    if pos != len(blob):
-        raise ValueError("trailing bytes" if pos < len(blob) else "truncated")
-    return out
-
-
-def flower_decode(blob: bytes, weight: float) -> list:
-    """One client's weighted float64 copy of its layers, in blob order."""
-    return [v.astype(np.float64) * weight for v in reference_loads(blob).values()]
-
-
-def flower_reduce(weighted: list, total_weight: float) -> list:
-    """The weighted mean per layer from every client's weighted copy."""
-    return [reduce(np.add, layer) / total_weight for layer in zip(*weighted)]
+# The hand-written reader and Flower's two steps ship with ptth for `ptth bench`
+# (python/ptth/bench.py); the benchmarks use that one copy.
+from ptth.bench import flower_decode, flower_reduce, reference_loads  # noqa: E402,F401
 
 
 def flower_fedavg(uploads, weights) -> list:

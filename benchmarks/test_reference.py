@@ -57,16 +57,10 @@ def test_realistic_deltas_compress_like_quantized_updates(codec_inputs):
     assert 0.5 < ratio < 0.97
 
 
-def test_ptth_bench_baselines_match_these(codec_inputs):
-    """`ptth bench` ships its own copy of the baselines (it cannot import benchmarks/)."""
+def test_ptth_bench_model_has_this_layout():
+    """`ptth bench` builds its model itself (it ships without benchmarks/)."""
     from ptth import bench
 
-    inputs = codec_inputs("1MB")
-    for blob in [p.read_bytes() for p in sorted(GOLDEN.glob("vector[123]_*.ptth"))] + [inputs.blob_f32]:
-        _same(bench.reference_loads(blob), reference.reference_loads(blob))
-    blob = inputs.blob_f16
-    for got, want in zip(bench.flower_decode(blob, 3.0), reference.flower_decode(blob, 3.0)):
-        np.testing.assert_array_equal(got, want)
     assert list(bench.model(1 << 18)) == [name for name, _ in reference.layout(1 << 18)]
     for name, shape in reference.layout(1 << 18):
         assert bench.model(1 << 18)[name].shape == shape

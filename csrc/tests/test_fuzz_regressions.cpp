@@ -7,24 +7,9 @@
 
 #include "core/inflate.hpp"
 #include "core/reader.hpp"
+#include "tests/check.hpp"
 
 using namespace ptth;
-using Bytes = std::vector<uint8_t>;
-
-static int g_failures = 0;
-#define CHECK(cond)                                                                  \
-  do {                                                                               \
-    if (!(cond)) {                                                                   \
-      std::fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-      ++g_failures;                                                                  \
-    }                                                                                \
-  } while (0)
-
-static Bytes hex(const char* s) {
-  Bytes out;
-  for (size_t i = 0; s[i] && s[i + 1]; i += 2) out.push_back(uint8_t(std::stoul(std::string(s + i, 2), nullptr, 16)));
-  return out;
-}
 
 struct Failure {
   bool thrown = false;
@@ -84,10 +69,5 @@ static void test_empty_input_as_null() {
 int main() {
   test_limit_before_stream_error();
   test_empty_input_as_null();
-  if (g_failures) {
-    std::fprintf(stderr, "%d check(s) failed\n", g_failures);
-    return 1;
-  }
-  std::puts("test_fuzz_regressions: all checks passed");
-  return 0;
+  return report("test_fuzz_regressions");
 }

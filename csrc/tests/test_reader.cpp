@@ -10,24 +10,9 @@
 #include "core/inflate.hpp"
 #include "core/reader.hpp"
 #include "core/writer.hpp"
+#include "tests/check.hpp"
 
 using namespace ptth;
-using Bytes = std::vector<uint8_t>;
-
-static int g_failures = 0;
-#define CHECK(cond)                                                        \
-  do {                                                                     \
-    if (!(cond)) {                                                         \
-      std::fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-      ++g_failures;                                                        \
-    }                                                                      \
-  } while (0)
-
-static Bytes hex(const char* s) {
-  Bytes out;
-  for (size_t i = 0; s[i] && s[i + 1]; i += 2) out.push_back(uint8_t(std::stoul(std::string(s + i, 2), nullptr, 16)));
-  return out;
-}
 
 static const char* kVector1 = "5054544800000001000000010000000177000000010000000200000000000000080000803f000000c0";
 static const char* kVector2 = "505454480000000100000000";
@@ -222,10 +207,5 @@ int main() {
   test_prefixes_and_splits();
   test_rules();
   test_compressed();
-  if (g_failures) {
-    std::fprintf(stderr, "%d check(s) failed\n", g_failures);
-    return 1;
-  }
-  std::puts("test_reader: all checks passed");
-  return 0;
+  return report("test_reader");
 }
