@@ -16,6 +16,7 @@
 #include "core/deflate.hpp"
 #include "core/format.hpp"
 #include "core/inflate.hpp"
+#include "core/stream_decoder.hpp"
 #include "core/kernels.hpp"
 #include "core/reader.hpp"
 #include "core/writer.hpp"

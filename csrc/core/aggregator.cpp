@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "core/inflate.hpp"
+#include "core/stream_decoder.hpp"
 #include "core/kernels.hpp"
 
 namespace ptth {

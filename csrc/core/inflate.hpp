@@ -1,4 +1,4 @@
-// Wrapper detection and inflate-while-parsing over zlib-ng's zng_ API.
+// Wrapper detection, one zlib-ng inflate stream and whole-buffer inflate.
 #pragma once
 
 #include <cstddef>
@@ -48,33 +48,6 @@ class Inflater {
   std::unique_ptr<zng_stream_s> strm_;
   bool ended_ = false;
   int32_t rc_ = 0;
-};
-
-// The streaming decoder: detects the wrapper from the first bytes, then feeds
-// the reader directly (none) or inflates straight into what the reader wants.
-class StreamDecoder {
- public:
-  StreamDecoder(const ReadOptions& opts, RecordSink* sink);
-  ~StreamDecoder();
-
-  // With `borrow` (uncompressed one-shot input only): see Reader::feed.
-  void feed(const uint8_t* p, size_t n, bool borrow = false);
-  void finish();
-
-  bool wrapper_known() const noexcept { return known_; }
-  Wrapper wrapper() const noexcept { return wrapper_; }
-  const Reader& reader() const noexcept { return reader_; }
-
- private:
-  void decide(bool final);
-  void dispatch(const uint8_t* p, size_t n, bool borrow);
-
-  Reader reader_;
-  std::unique_ptr<Inflater> inflater_;
-  Wrapper wrapper_ = Wrapper::none;
-  bool known_ = false;
-  uint8_t head_[4];
-  size_t head_n_ = 0;
 };
 
 // Whole-buffer inflate with a limit on the output (decompress()): the output

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "core/aggregator.hpp"
+#include "core/stream_decoder.hpp"
 #include "fuzz/fuzz_common.hpp"
 
 using namespace ptth;

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "core/inflate.hpp"
+#include "core/stream_decoder.hpp"
 #include "core/reader.hpp"
 
 namespace fuzz {

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "core/inflate.hpp"
+#include "core/stream_decoder.hpp"
 #include "core/reader.hpp"
 #include "tests/check.hpp"
 

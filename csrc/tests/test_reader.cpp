@@ -8,6 +8,7 @@
 
 #include "core/deflate.hpp"
 #include "core/inflate.hpp"
+#include "core/stream_decoder.hpp"
 #include "core/reader.hpp"
 #include "core/writer.hpp"
 #include "tests/check.hpp"
