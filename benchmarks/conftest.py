@@ -18,13 +18,12 @@ import pytest
 from zlib_ng import zlib_ng
 
 import ptth
-import ptth._native_api as native_backend
-import ptth._pure as pure_backend
-
 import reference
+from ptth._engine import front_for
 
 #: float32 element counts: 1 MB and 100 MB of float32
 SIZES = {"1MB": 1 << 18, "100MB": 25_000_000}
+native_backend, pure_backend = front_for("native"), front_for("python")
 BACKENDS = {"native": native_backend, "python": pure_backend}
 
 
@@ -36,9 +35,12 @@ def float32_inputs():
     def get(size):
         if size not in cache:
             n = SIZES[size]
-            cache[size] = (rng.standard_normal(n, dtype=np.float32),
-                           rng.standard_normal(n, dtype=np.float32) * np.float32(0.01))
+            cache[size] = (
+                rng.standard_normal(n, dtype=np.float32),
+                rng.standard_normal(n, dtype=np.float32) * np.float32(0.01),
+            )
         return cache[size]
+
     return get
 
 
@@ -68,7 +70,7 @@ def pytest_benchmark_update_machine_info(config, machine_info):
 
 
 def pytest_benchmark_update_json(config, benchmarks, output_json):
-    """Keep saved runs small: statistics only, not every round's time (some cases run 10^4 rounds)."""
+    """Keep saved runs small: statistics only, not every round's time (some run 10^4 rounds)."""
     for bench in output_json["benchmarks"]:
         bench["stats"].pop("data", None)
 
@@ -89,11 +91,14 @@ TARGETS = {
 
 
 def verdict(kind: str, value: float, speedup: float) -> str:
-    """'target >= 8x: met' for a speed-up target; 'time x1.040, target <= 1.10x: met' for a time one."""
+    """'target >= 8x: met' for a speed-up target; 'time x1.040, target <= 1.10x: met' for a
+    time one."""
     if kind == "speedup":
         return f"target >= {value:g}x: {'met' if speedup >= value else 'MISSED'}"
-    return (f"time x{1 / speedup:.3f}, target <= {value:.2f}x: "
-            f"{'met' if 1 / speedup <= value else 'MISSED'}")
+    return (
+        f"time x{1 / speedup:.3f}, target <= {value:.2f}x: "
+        f"{'met' if 1 / speedup <= value else 'MISSED'}"
+    )
 
 
 @pytest.fixture(scope="session")
@@ -112,9 +117,14 @@ def codec_inputs():
             delta = reference.delta(tmpl, seed=1)
             blob_f16 = native_backend.dumps(delta)
             cache[size] = SimpleNamespace(
-                model=tmpl, blob_f32=native_backend.dumps(tmpl), delta=delta,
-                blob_f16=blob_f16, blob_z6=zlib_ng.compress(blob_f16, 6))
+                model=tmpl,
+                blob_f32=native_backend.dumps(tmpl),
+                delta=delta,
+                blob_f16=blob_f16,
+                blob_z6=zlib_ng.compress(blob_f16, 6),
+            )
         return cache[size]
+
     return get
 
 
@@ -139,7 +149,8 @@ def pytest_terminal_summary(terminalreporter, config):
             terminalreporter.write_line(
                 f"{group:<36} {b['param']:<22} {b['median'] * 1e3:9.3f} ms   "
                 f"baseline {ref * 1e3:9.3f} ms   {speedup:7.2f}x"
-                + (f"   {verdict(*target, speedup)}" if target else ""))
+                + (f"   {verdict(*target, speedup)}" if target else "")
+            )
     # peak memory (test_memory_peak.py): bytes above the process before aggregating
     for group, benches in session.groups:
         for b in benches:
@@ -147,8 +158,10 @@ def pytest_terminal_summary(terminalreporter, config):
             if "peak_total" in info:
                 terminalreporter.write_line(
                     f"{group:<36} {b['param']:<22} peak {info['peak_total'] / 1e6:8.0f} MB "
-                    f"({info['models']:6.1f} models; {info['peak_adds'] / 1e6:.0f} MB while adding), "
-                    f"aggregation {info['seconds']:.2f} s")
+                    f"({info['models']:6.1f} models; "
+                    f"{info['peak_adds'] / 1e6:.0f} MB while adding), "
+                    f"aggregation {info['seconds']:.2f} s"
+                )
     # loads of uncompressed input makes views: its time should not grow with the payload
     for impl in ("native", "python", "baseline"):
         small = medians.get(("loads uncompressed 200 tensors 1MB", f"{impl}-1MB"))
@@ -156,4 +169,5 @@ def pytest_terminal_summary(terminalreporter, config):
         if small and large:
             terminalreporter.write_line(
                 f"loads uncompressed 200 tensors, {impl}: 100MB {large * 1e6:.1f} us, "
-                f"1MB {small * 1e6:.1f} us, ratio {large / small:.2f}")
+                f"1MB {small * 1e6:.1f} us, ratio {large / small:.2f}"
+            )

@@ -39,7 +39,7 @@ if str(HERE) not in sys.path:
 
 import reference  # noqa: E402
 
-IMPLS = {"ptth-native": "ptth._native_api", "ptth-python": "ptth._pure", "flower": None}
+IMPLS = {"ptth-native": "native", "ptth-python": "python", "flower": None}
 
 
 def weight(i: int) -> float:
@@ -49,7 +49,7 @@ def weight(i: int) -> float:
 
 def make_uploads(directory, params: int, clients: int) -> pathlib.Path:
     """Write template.ptth and upload-NNNN.ptth (float16 deltas) into `directory`."""
-    import ptth._native_api as native
+    import ptth as native
 
     d = pathlib.Path(directory)
     tmpl = reference.model(params)
@@ -62,6 +62,7 @@ def make_uploads(directory, params: int, clients: int) -> pathlib.Path:
 
 
 # ---- the measured process ------------------------------------------------------
+
 
 def _status(field: str) -> int:
     with open("/proc/self/status") as f:
@@ -86,19 +87,19 @@ def _read(path) -> bytes:
 
 
 def child(impl: str, clients: int, directory: str) -> dict:
-    import importlib
-
     d = pathlib.Path(directory)
     uploads = [d / f"upload-{i:04d}.ptth" for i in range(clients)]
-    native = importlib.import_module("ptth._native_api")
+    from ptth._engine import front_for
+
+    native = front_for("native")
     tmpl = native.load(d / "template.ptth", copy=True)
-    backend = importlib.import_module(IMPLS[impl]) if IMPLS[impl] else None
+    backend = front_for(IMPLS[impl]) if IMPLS[impl] else None
     # Warm up lazy imports, allocator pools and code paths on a tiny round.
     tiny = {"w": np.zeros(4, np.float32)}
     if backend:
         agg = backend.Aggregator(tiny)
         agg.add(native.dumps(tiny, dtype="float16"), 1.0)
-        agg.mean()
+        agg.mean(dtype="float64")
     else:
         reference.flower_fedavg([native.dumps(tiny, dtype="float16")], [1.0])
     del tiny
@@ -111,7 +112,7 @@ def child(impl: str, clients: int, directory: str) -> dict:
         for i, path in enumerate(uploads):
             agg.add(_read(path), weight(i))
         hwm_adds = _status("VmHWM")
-        mean = list(agg.mean().values())
+        mean = list(agg.mean(dtype="float64").values())
     else:
         weighted = []
         for i, path in enumerate(uploads):
@@ -120,19 +121,32 @@ def child(impl: str, clients: int, directory: str) -> dict:
         mean = reference.flower_reduce(weighted, sum(weight(i) for i in range(clients)))
     seconds = time.perf_counter() - t0
     hwm = _status("VmHWM")
-    return {"impl": impl, "clients": clients, "rss_before": rss0, "hwm": hwm,
-            "peak_adds": hwm_adds - rss0, "peak_total": hwm - rss0, "seconds": seconds,
-            "hwm_reset": reset, "checksum": [float(np.sum(m)) for m in mean[:8]],
-            "model_bytes": sum(v.nbytes for v in tmpl.values())}
+    return {
+        "impl": impl,
+        "clients": clients,
+        "rss_before": rss0,
+        "hwm": hwm,
+        "peak_adds": hwm_adds - rss0,
+        "peak_total": hwm - rss0,
+        "seconds": seconds,
+        "hwm_reset": reset,
+        "checksum": [float(np.sum(m)) for m in mean[:8]],
+        "model_bytes": sum(v.nbytes for v in tmpl.values()),
+    }
 
 
 def run_child(impl: str, clients: int, directory) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child", impl, str(clients), str(directory)],
-                         check=True, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", impl, str(clients), str(directory)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 # ---- the table -----------------------------------------------------------------
+
 
 def measure(params: int, clients, impls=tuple(IMPLS), directory=None, log=None) -> list:
     """One fresh process per (impl, N); uploads are generated once, for the largest N."""
@@ -154,15 +168,22 @@ def check(rows) -> None:
     for n in {r["clients"] for r in rows}:
         same_n = [r for r in rows if r["clients"] == n]
         for r in same_n[1:]:
-            np.testing.assert_allclose(r["checksum"], same_n[0]["checksum"], rtol=1e-9, atol=1e-9,
-                                       err_msg=f"{r['impl']} N={n}")
+            np.testing.assert_allclose(
+                r["checksum"],
+                same_n[0]["checksum"],
+                rtol=1e-9,
+                atol=1e-9,
+                err_msg=f"{r['impl']} N={n}",
+            )
 
 
 def format_row(r) -> str:
     model = r["model_bytes"]
-    return (f"{r['impl']:<12} N={r['clients']:<4} peak adds {r['peak_adds'] / 1e6:8.1f} MB "
-            f"({r['peak_adds'] / model:5.2f} models)  total {r['peak_total'] / 1e6:8.1f} MB "
-            f"({r['peak_total'] / model:5.2f} models)  {r['seconds']:6.2f} s")
+    return (
+        f"{r['impl']:<12} N={r['clients']:<4} peak adds {r['peak_adds'] / 1e6:8.1f} MB "
+        f"({r['peak_adds'] / model:5.2f} models)  total {r['peak_total'] / 1e6:8.1f} MB "
+        f"({r['peak_total'] / model:5.2f} models)  {r['seconds']:6.2f} s"
+    )
 
 
 def format_table(rows) -> str:
@@ -170,13 +191,17 @@ def format_table(rows) -> str:
     impls = list(dict.fromkeys(r["impl"] for r in rows))
     model = rows[0]["model_bytes"]
     head = " | ".join(f"{i}: adds / with mean()" for i in impls)
-    lines = [f"model: {model // 4:,} float32 parameters = {model / 1e6:.1f} MB; peak memory "
-             "above the process before aggregating, MB (models)", "",
-             f"| N | {head} | " + " | ".join(f"{i} time" for i in impls) + " |",
-             "|---:|" + "---:|" * (2 * len(impls))]
+    lines = [
+        f"model: {model // 4:,} float32 parameters = {model / 1e6:.1f} MB; peak memory "
+        "above the process before aggregating, MB (models)",
+        "",
+        f"| N | {head} | " + " | ".join(f"{i} time" for i in impls) + " |",
+        "|---:|" + "---:|" * (2 * len(impls)),
+    ]
 
     def mb(v):
         return f"{v / 1e6:.0f} ({v / model:.1f})"
+
     for n in sorted({r["clients"] for r in rows}):
         by = {r["impl"]: r for r in rows if r["clients"] == n}
         peaks = [f"{mb(by[i]['peak_adds'])} / {mb(by[i]['peak_total'])}" for i in impls]

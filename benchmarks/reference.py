@@ -18,7 +18,7 @@ import numpy as np
 
 # The hand-written reader and Flower's two steps ship with ptth for `ptth bench`
 # (python/ptth/bench.py); the benchmarks use that one copy.
-from ptth.bench import flower_decode, flower_reduce, reference_loads  # noqa: E402,F401
+from ptth.bench import flower_decode, flower_reduce, reference_loads  # noqa: F401
 
 
 def flower_fedavg(uploads, weights) -> list:
@@ -28,6 +28,7 @@ def flower_fedavg(uploads, weights) -> list:
 
 
 # ---- shared inputs -----------------------------------------------------------
+
 
 def layout(elements: int, tensors: int = 200) -> list:
     """(name, shape) of a model with `tensors` parameters and about `elements` elements.
@@ -50,8 +51,10 @@ def layout(elements: int, tensors: int = 200) -> list:
 def model(elements: int, tensors: int = 200, seed: int = 0) -> dict:
     """A float32 model (the global weights) of that layout."""
     rng = np.random.default_rng(seed)
-    return {name: rng.standard_normal(shape, dtype=np.float32) * np.float32(0.05)
-            for name, shape in layout(elements, tensors)}
+    return {
+        name: rng.standard_normal(shape, dtype=np.float32) * np.float32(0.05)
+        for name, shape in layout(elements, tensors)
+    }
 
 
 def delta(template: dict, seed: int, scale: float = 1e-3) -> dict:
@@ -61,5 +64,9 @@ def delta(template: dict, seed: int, scale: float = 1e-3) -> dict:
     mantissas), unlike all-zeros or random bit patterns.
     """
     rng = np.random.default_rng(seed)
-    return {name: (rng.standard_normal(t.shape, dtype=np.float32) * np.float32(scale)).astype(np.float16)
-            for name, t in template.items()}
+    return {
+        name: (rng.standard_normal(t.shape, dtype=np.float32) * np.float32(scale)).astype(
+            np.float16
+        )
+        for name, t in template.items()
+    }

@@ -22,10 +22,13 @@ def uploads(float32_inputs):
     def get(size, n=1):
         key = (size, n)
         if key not in cache:
-            x, d = float32_inputs(size)
-            cache[key] = [BACKENDS["native"].dumps({"w": d * np.float32(i + 1)}, dtype="float16")
-                          for i in range(n)]
+            _, d = float32_inputs(size)
+            cache[key] = [
+                BACKENDS["native"].dumps({"w": d * np.float32(i + 1)}, dtype="float16")
+                for i in range(n)
+            ]
         return cache[key]
+
     return get
 
 
@@ -42,6 +45,7 @@ def test_add_float16_delta(benchmark, float32_inputs, uploads, size, impl):
         def fold():
             h = np.frombuffer(blob, "<f2", x.size, offset)
             acc.__iadd__(2.0 * h.astype(np.float64))
+
         benchmark(fold)
     else:
         agg = BACKENDS[impl].Aggregator({"w": x})

@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import BACKENDS, SIZES
 import reference
+from conftest import BACKENDS, SIZES
 
 CLIENTS = 8
 WEIGHTS = [float(10 * (i + 1)) for i in range(CLIENTS)]  # sample counts
@@ -26,9 +26,15 @@ def round_inputs(codec_inputs):
     def get(size):
         if size not in cache:
             tmpl = codec_inputs(size).model
-            cache[size] = (tmpl, [BACKENDS["native"].dumps(reference.delta(tmpl, seed=100 + i))
-                                  for i in range(CLIENTS)])
+            cache[size] = (
+                tmpl,
+                [
+                    BACKENDS["native"].dumps(reference.delta(tmpl, seed=100 + i))
+                    for i in range(CLIENTS)
+                ],
+            )
         return cache[size]
+
     return get
 
 
@@ -36,7 +42,7 @@ def ptth_round(backend, template, uploads, weights):
     agg = backend.Aggregator(template)
     for blob, w in zip(uploads, weights):
         agg.add(blob, w)
-    return agg.mean()
+    return agg.mean(dtype="float64")
 
 
 @pytest.mark.parametrize("size", list(SIZES))

@@ -39,8 +39,9 @@ def results():
 def test_peak_memory(benchmark, upload_dir, results, impl, clients):
     benchmark.group = f"peak memory, {clients} uploads"
     row = benchmark.pedantic(memory.run_child, (impl, clients, upload_dir), rounds=1, iterations=1)
-    benchmark.extra_info.update({k: row[k] for k in ("peak_adds", "peak_total", "hwm", "seconds",
-                                                      "model_bytes", "clients")})
+    benchmark.extra_info.update(
+        {k: row[k] for k in ("peak_adds", "peak_total", "hwm", "seconds", "model_bytes", "clients")}
+    )
     benchmark.extra_info["models"] = round(row["peak_total"] / row["model_bytes"], 2)
     results.append(row)
     memory.check(results)  # every implementation's mean agrees for the same N

@@ -7,8 +7,8 @@ import pathlib
 import numpy as np
 import pytest
 
-from conftest import BACKENDS
 import reference
+from conftest import BACKENDS
 
 GOLDEN = pathlib.Path(__file__).resolve().parent.parent / "tests" / "golden"
 

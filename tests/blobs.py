@@ -18,8 +18,19 @@ WRAPPERS = ("zlib", "gzip", "deflate")
 WBITS = {"zlib": 15, "gzip": 31, "deflate": -15}
 CODES = {"float32": 0, "float64": 1, "int32": 2, "float16": 3}
 UINTS = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
-API = ("loads", "dumps", "load", "dump", "iter_load", "Decoder", "compress",
-       "decompress", "detect_wrapper", "DEFAULT_MAX_SIZE", "name")
+API = (
+    "loads",
+    "dumps",
+    "load",
+    "dump",
+    "iter_load",
+    "Decoder",
+    "compress",
+    "decompress",
+    "detect_wrapper",
+    "DEFAULT_MAX_SIZE",
+    "backend",
+)
 
 
 def u32(v: int) -> bytes:
@@ -34,9 +45,15 @@ def record(name, dims, code, payload: bytes = b"", *, data_len=None, ndim=None) 
     """One record; ``data_len``/``ndim`` override the honest values."""
     if isinstance(name, str):
         name = name.encode("utf-8")
-    return (u32(len(name)) + name + u32(len(dims) if ndim is None else ndim)
-            + b"".join(u32(d) for d in dims) + u32(code)
-            + u32(len(payload) if data_len is None else data_len) + payload)
+    return (
+        u32(len(name))
+        + name
+        + u32(len(dims) if ndim is None else ndim)
+        + b"".join(u32(d) for d in dims)
+        + u32(code)
+        + u32(len(payload) if data_len is None else data_len)
+        + payload
+    )
 
 
 def blob(*records: bytes, count=None) -> bytes:
@@ -48,8 +65,15 @@ def field_offsets(record_start: int, name_len: int, ndim: int) -> dict:
     name = record_start + 4
     ndim_at = name + name_len
     dtype = ndim_at + 4 + 4 * ndim
-    return {"name_len": record_start, "name": name, "ndim": ndim_at, "dims": ndim_at + 4,
-            "dtype": dtype, "data_len": dtype + 4, "payload": dtype + 8}
+    return {
+        "name_len": record_start,
+        "name": name,
+        "ndim": ndim_at,
+        "dims": ndim_at + 4,
+        "dtype": dtype,
+        "data_len": dtype + 4,
+        "payload": dtype + 8,
+    }
 
 
 def items(data: bytes):
@@ -103,6 +127,19 @@ def check_error(fn, *args, reason, offset="any", record="any", **kw) -> ptth.PTT
     return exc
 
 
+def check_arg_error(fn, *args, exc=(TypeError, ValueError), names=None, **kw) -> Exception:
+    """fn(*args, **kw) must raise a plain TypeError/ValueError (a bad argument, not bad
+    data: never a PTTHError) whose message names the argument `names` when given."""
+    try:
+        fn(*args, **kw)
+    except exc as err:
+        assert not isinstance(err, ptth.PTTHError), repr(err)
+        if names is not None:
+            assert names in str(err), (names, str(err))
+        return err
+    raise AssertionError(f"{fn.__name__} did not raise {exc}")
+
+
 def bits(arr: np.ndarray) -> np.ndarray:
     """The values as native-order unsigned ints of the same width (NaN-safe)."""
     arr = np.asarray(arr)
@@ -111,8 +148,11 @@ def bits(arr: np.ndarray) -> np.ndarray:
 
 
 def same_values(a: np.ndarray, b: np.ndarray) -> bool:
-    return (a.dtype.newbyteorder("=") == b.dtype.newbyteorder("=") and a.shape == b.shape
-            and np.array_equal(bits(a), bits(b)))
+    return (
+        a.dtype.newbyteorder("=") == b.dtype.newbyteorder("=")
+        and a.shape == b.shape
+        and np.array_equal(bits(a), bits(b))
+    )
 
 
 def assert_same_tensors(got: dict, want: dict, *, strict_dtype: bool = False) -> None:

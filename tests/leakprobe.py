@@ -14,14 +14,13 @@ usage: leakprobe.py BACKEND ROUNDS WARMUP
 from __future__ import annotations
 
 import gc
-import importlib
 import json
 import sys
 import time
 
 import numpy as np
 
-MODULES = {"native": "ptth._native_api", "python": "ptth._pure"}
+from ptth._engine import front_for
 
 
 def rss() -> int:
@@ -74,7 +73,7 @@ def make_round(mod):
         mod.decompress(mod.compress(plain, 1))
         dec = mod.Decoder()
         for k in range(0, len(plain), 4096):
-            dec.feed(plain[k:k + 4096])
+            dec.feed(plain[k : k + 4096])
         dec.close()
         agg.add(plain, 1.0)
         agg.add(packed, 2.0, kind="full")
@@ -95,7 +94,7 @@ def make_round(mod):
 
 def main() -> None:
     backend, rounds, warmup = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-    mod = importlib.import_module(MODULES[backend])
+    mod = front_for(backend)
     one_round = make_round(mod)
     for _ in range(warmup):
         one_round()
@@ -109,9 +108,19 @@ def main() -> None:
             half = rss()
     gc.collect()
     end_rss = rss()
-    print(json.dumps({"rounds": rounds, "start": start_rss, "half": half, "end": end_rss,
-                      "growth": end_rss - start_rss, "second_half": end_rss - half,
-                      "seconds": time.perf_counter() - t0}))
+    print(
+        json.dumps(
+            {
+                "rounds": rounds,
+                "start": start_rss,
+                "half": half,
+                "end": end_rss,
+                "growth": end_rss - start_rss,
+                "second_half": end_rss - half,
+                "seconds": time.perf_counter() - t0,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -6,11 +6,10 @@ so growth is read from /proc/self/status (VmHWM reset through clear_refs).
 usage: memprobe.py BACKEND SCENARIO FILE [MAX_SIZE]
 """
 
-import importlib
 import json
 import sys
 
-MODULES = {"native": "ptth._native_api", "python": "ptth._pure"}
+from ptth._engine import front_for
 
 
 def status(field: str) -> int:
@@ -30,7 +29,7 @@ def reset_hwm() -> None:
 def main() -> None:
     backend, scenario, path = sys.argv[1:4]
     max_size = int(sys.argv[4]) if len(sys.argv) > 4 else None
-    mod = importlib.import_module(MODULES[backend])
+    mod = front_for(backend)
     with open(path, "rb") as f:
         small = f.read() if scenario != "iter_load" else b""
     mod.loads(mod.dumps({"w": [1.0]}, compress=6))  # warm up lazy imports and tables
@@ -51,7 +50,7 @@ def main() -> None:
             keep.feed(small)
         else:
             raise SystemExit(f"unknown scenario {scenario}")
-    except Exception as exc:  # noqa: BLE001 - reported to the test
+    except Exception as exc:
         result["reason"] = getattr(exc, "reason", type(exc).__name__)
     result["hwm_growth"] = status("VmHWM") - rss0
     result["size_growth"] = status("VmSize") - size0

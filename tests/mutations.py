@@ -19,8 +19,26 @@ from blobs import CODES, WBITS, WRAPPERS, blob, field_offsets, items, record
 from strategies import arrays, names
 
 U32 = 0xFFFFFFFF
-INTERESTING_U32 = [0, 1, 2, 3, 4, 7, 8, 12, 63, 64, 65, 255, 0xFFFF, 0x10000, 0x7FFFFFFF,
-                   0x80000000, 0xFFFFFFFE, U32]
+INTERESTING_U32 = [
+    0,
+    1,
+    2,
+    3,
+    4,
+    7,
+    8,
+    12,
+    63,
+    64,
+    65,
+    255,
+    0xFFFF,
+    0x10000,
+    0x7FFFFFFF,
+    0x80000000,
+    0xFFFFFFFE,
+    U32,
+]
 
 
 def encode(tensors: dict) -> bytes:
@@ -54,8 +72,11 @@ def layout(data: bytes) -> list:
         (ndim,) = struct.unpack_from(">I", data, pos + 4 + n)
         off = field_offsets(pos, n, ndim)
         (data_len,) = struct.unpack_from(">I", data, off["data_len"])
-        off.update(start=pos, end=off["payload"] + data_len,
-                   dim_list=[off["dims"] + 4 * k for k in range(ndim)])
+        off.update(
+            start=pos,
+            end=off["payload"] + data_len,
+            dim_list=[off["dims"] + 4 * k for k in range(ndim)],
+        )
         recs.append(off)
         pos = off["end"]
     return recs
@@ -76,18 +97,35 @@ def boundaries(data: bytes):
 
 @st.composite
 def u32_near(draw, old: int) -> int:
-    return draw(st.one_of(
-        st.sampled_from(INTERESTING_U32),
-        st.integers(-8, 8).map(lambda d: (old + d) & U32),
-        st.sampled_from([(old * 2) & U32, (old * 4) & U32, old >> 1, old ^ 0x80000000]),
-        st.integers(0, U32)))
+    return draw(
+        st.one_of(
+            st.sampled_from(INTERESTING_U32),
+            st.integers(-8, 8).map(lambda d: (old + d) & U32),
+            st.sampled_from([(old * 2) & U32, (old * 4) & U32, old >> 1, old ^ 0x80000000]),
+            st.integers(0, U32),
+        )
+    )
 
 
 @st.composite
 def mutate_plain(draw, data: bytes):
     """One structured mutation of a valid plain blob: (label, new bytes)."""
-    kind = draw(st.sampled_from(["field", "dims", "truncate", "flip", "splice", "trailing",
-                                 "duplicate", "name", "count", "none"]))
+    kind = draw(
+        st.sampled_from(
+            [
+                "field",
+                "dims",
+                "truncate",
+                "flip",
+                "splice",
+                "trailing",
+                "duplicate",
+                "name",
+                "count",
+                "none",
+            ]
+        )
+    )
     b = bytearray(data)
     if kind == "field":
         offset = draw(st.sampled_from(fields(data)))  # a broken magic is "flip"'s job
@@ -112,7 +150,8 @@ def mutate_plain(draw, data: bytes):
         kind = "truncate"
     if kind == "truncate":
         near = st.sampled_from(boundaries(data)).flatmap(
-            lambda x: st.integers(max(0, x - 2), min(len(data) - 1, x + 2)))
+            lambda x: st.integers(max(0, x - 2), min(len(data) - 1, x + 2))
+        )
         cut = draw(st.one_of(near, st.integers(0, len(data) - 1)))
         return f"cut@{cut}", data[:cut]
     if kind == "flip":
@@ -124,7 +163,7 @@ def mutate_plain(draw, data: bytes):
         at = draw(st.sampled_from(boundaries(data)))
         if draw(st.booleans()):
             return f"insert@{at}", data[:at] + draw(st.binary(min_size=1, max_size=8)) + data[at:]
-        return f"delete@{at}", data[:at] + data[at + draw(st.integers(1, 8)):]
+        return f"delete@{at}", data[:at] + data[at + draw(st.integers(1, 8)) :]
     if kind == "trailing":
         return "trailing", data + draw(st.binary(min_size=1, max_size=5))
     if kind == "duplicate":
@@ -132,17 +171,28 @@ def mutate_plain(draw, data: bytes):
         recs = layout(data)
         if recs:
             struct.pack_into(">I", b, 8, (len(recs) + 1) & U32)
-            return "duplicate", bytes(b) + data[recs[-1]["start"]:]
+            return "duplicate", bytes(b) + data[recs[-1]["start"] :]
         kind = "name"
     if kind == "name":
         # a name that is not UTF-8 (overlong, surrogate, lone continuation, too high)
         recs = layout(data)
         if recs:
             r = draw(st.sampled_from(recs))
-            bad = draw(st.sampled_from([b"\xc0\x80", b"\xed\xa0\x80", b"\x80", b"\xf4\x90\x80\x80",
-                                        b"\xe2\x82", b"a\xff"]))
-            return "bad-name", (data[:r["name_len"]] + struct.pack(">I", len(bad)) + bad
-                                + data[r["ndim"]:])
+            bad = draw(
+                st.sampled_from(
+                    [
+                        b"\xc0\x80",
+                        b"\xed\xa0\x80",
+                        b"\x80",
+                        b"\xf4\x90\x80\x80",
+                        b"\xe2\x82",
+                        b"a\xff",
+                    ]
+                )
+            )
+            return "bad-name", (
+                data[: r["name_len"]] + struct.pack(">I", len(bad)) + bad + data[r["ndim"] :]
+            )
         kind = "count"
     if kind == "count":
         (old,) = struct.unpack_from(">I", b, 8)
@@ -167,7 +217,7 @@ def damage_wrapper(draw, z: bytes, wrapper: str):
         i = len(b) - 1 - draw(st.integers(0, min(7, len(b) - 1)))
         b[i] ^= 1 << draw(st.integers(0, 7))
     elif kind == "cut":
-        return f"{wrapper}-cut", z[:draw(st.integers(0, len(z) - 1))]
+        return f"{wrapper}-cut", z[: draw(st.integers(0, len(z) - 1))]
     elif kind == "extra":
         return f"{wrapper}-extra", z + draw(st.binary(min_size=1, max_size=4))
     elif kind == "member":

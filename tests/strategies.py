@@ -10,16 +10,38 @@ DTYPES = [np.float32, np.float64, np.int32, np.float16]
 # bit patterns that matter: signed zeros, infinities, NaNs with payloads, subnormals
 SPECIAL_BITS = {
     np.float16: [0x0000, 0x8000, 0x7C00, 0xFC00, 0x7E00, 0xFE01, 0x7C01, 0x0001, 0x83FF, 0x7BFF],
-    np.float32: [0, 0x80000000, 0x7F800000, 0xFF800000, 0x7FC00000, 0xFFC00001, 0x7F800001,
-                 0x00000001, 0x807FFFFF, 0x7F7FFFFF],
-    np.float64: [0, 1 << 63, 0x7FF0 << 48, 0xFFF0 << 48, 0x7FF8 << 48, (0xFFF8 << 48) | 1,
-                 (0x7FF0 << 48) | 1, 1, (1 << 63) | ((1 << 52) - 1), 0x7FEFFFFFFFFFFFFF],
+    np.float32: [
+        0,
+        0x80000000,
+        0x7F800000,
+        0xFF800000,
+        0x7FC00000,
+        0xFFC00001,
+        0x7F800001,
+        0x00000001,
+        0x807FFFFF,
+        0x7F7FFFFF,
+    ],
+    np.float64: [
+        0,
+        1 << 63,
+        0x7FF0 << 48,
+        0xFFF0 << 48,
+        0x7FF8 << 48,
+        (0xFFF8 << 48) | 1,
+        (0x7FF0 << 48) | 1,
+        1,
+        (1 << 63) | ((1 << 52) - 1),
+        0x7FEFFFFFFFFFFFFF,
+    ],
     np.int32: [0, 1, 0xFFFFFFFF, 0x80000000, 0x7FFFFFFF],
 }
 UINT = {2: np.uint16, 4: np.uint32, 8: np.uint64}
 
 names = st.one_of(
-    st.just(""), st.just("🎉"), st.just("fc.weight"),
+    st.just(""),
+    st.just("🎉"),
+    st.just("fc.weight"),
     # any code points except surrogates, which have no UTF-8 form
     st.text(st.characters(exclude_categories=("Cs",)), max_size=12),
     st.text(st.characters(min_codepoint=0x80, exclude_categories=("Cs",)), max_size=4),

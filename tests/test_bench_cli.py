@@ -7,25 +7,40 @@ import sys
 
 import pytest
 
-ROWS = ["to_float16", "to_float16 out=", "to_float32", 'subtract(dtype="float16")',
-        "loads, uncompressed, 200 tensors", "loads at this size vs at 1 MB", "loads, zlib level 6",
-        "dumps(compress=6)", "Aggregator.add, float16 delta", "two threads calling add",
-        "FedAvg round, 4 uploads", "peak memory, N=8 uploads"]
+ROWS = [
+    "to_float16",
+    "to_float16 out=",
+    "to_float32",
+    'subtract(dtype="float16")',
+    "loads, uncompressed, 200 tensors",
+    "loads at this size vs at 1 MB",
+    "loads, zlib level 6",
+    "dumps(compress=6)",
+    "Aggregator.add, float16 delta",
+    "two threads calling add",
+    "FedAvg round, 4 uploads",
+    "peak memory, N=8 uploads",
+]
 
 
 @pytest.mark.parametrize("backend", ["native", "python"])
 def test_bench_quick(backend, tmp_path):
     out_json = tmp_path / "bench.json"
     env = dict(os.environ, PTTH_BACKEND=backend)
-    proc = subprocess.run([sys.executable, "-m", "ptth.cli", "bench", "--quick", "--json", str(out_json)],
-                          capture_output=True, text=True, env=env, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ptth.cli", "bench", "--quick", "--json", str(out_json)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     assert f"backend {backend}" in proc.stdout
     assert "machine:" in proc.stdout and "cores" in proc.stdout
     lines = proc.stdout.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("operation"))
     assert lines[header].split()[:6] == ["operation", "ptth", "baseline", "ratio", "target", "met"]
-    table = [line.strip() for line in lines[header + 2:]]
+    table = [line.strip() for line in lines[header + 2 :]]
     for op in ROWS:
         row = next((line for line in table if line.startswith(op)), None)
         assert row is not None, f"no row for {op!r}:\n{proc.stdout}"

@@ -6,7 +6,7 @@ import mmap
 import numpy as np
 import pytest
 
-from blobs import assert_same_tensors, check_error, sample_tensors
+from blobs import assert_same_tensors, check_arg_error, check_error, sample_tensors
 
 # sample_tensors() without empty arrays (they share no memory with anything)
 TENSORS = {k: v for k, v in sample_tensors().items() if v.size}
@@ -39,6 +39,7 @@ def make_inputs(data: bytes, tmp_path):
             m.close()
         f_ro.close()
         f_rw.close()
+
     return inputs, cleanup
 
 
@@ -86,8 +87,7 @@ def test_copy_true_gives_owned_aligned_native_arrays(backend, tmp_path):
 
 
 def test_copy_true_values(backend, golden):
-    assert_same_tensors(backend.loads(backend.dumps(sample_tensors()), copy=True),
-                        sample_tensors())
+    assert_same_tensors(backend.loads(backend.dumps(sample_tensors()), copy=True), sample_tensors())
     be = backend.loads(golden["vector4_android_be"], copy=True, byteorder=">")["w"]
     assert be.dtype.str == "<f4" and be.tolist() == [1.0, -2.0]
 
@@ -168,12 +168,27 @@ def test_compressed_input_gives_owned_arrays(backend, tmp_path):
         cleanup()
 
 
-@pytest.mark.parametrize("bad", [
-    None, 12, "PTTH", [0x50, 0x54], np.zeros(24, np.uint8)[::2],
-    np.zeros((4, 6), np.uint8)[:, :3]])
-def test_non_buffers_are_bad_argument(backend, bad):
-    check_error(backend.loads, bad, reason="bad_argument")
-    check_error(backend.Decoder().feed, bad, reason="bad_argument")
+@pytest.mark.parametrize(
+    "bad, exc",
+    [
+        (None, TypeError),
+        (12, TypeError),
+        ("PTTH", TypeError),
+        ([0x50, 0x54], TypeError),
+        (np.array([b"P", b"T"], dtype=object), TypeError),
+        (np.zeros(24, np.uint8)[::2], ValueError),
+        (np.zeros((4, 6), np.uint8)[:, :3], ValueError),
+    ],
+)
+def test_non_buffers_are_bad_arguments(backend, bad, exc):
+    check_arg_error(backend.loads, bad, exc=exc, names="data")
+    check_arg_error(backend.Decoder().feed, bad, exc=exc, names="chunk")
+
+
+@pytest.mark.parametrize("shape", [(0, 4), (4, 0), (0,), (2, 0, 3)])
+def test_empty_buffers_of_any_shape_are_empty_input(backend, shape):
+    view = memoryview(np.zeros(shape, np.float32))
+    check_error(backend.loads, view, reason="truncated", offset=0)
 
 
 def test_two_dim_uint8_array_is_read_as_bytes(backend):

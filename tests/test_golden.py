@@ -6,13 +6,18 @@ import pytest
 from blobs import assert_same_tensors, bits
 
 SPEC_HEX = {
-    "vector1_float32": "5054544800000001000000010000000177000000010000000200000000000000080000803f000000c0",
+    "vector1_float32": (
+        "5054544800000001000000010000000177000000010000000200000000000000080000803f000000c0"
+    ),
     "vector2_empty": "505454480000000100000000",
     "vector3_mixed": (
         "5054544800000001000000030000000966632e776569676874000000020000000200000003000000030000"
         "000c003800bc00400000ff7b00b40000000766632e626961730000000000000001000000080000000000000c"
-        "4000000005737465707300000001000000000000000200000000"),
-    "vector4_android_be": "5054544800000001000000010000000177000000010000000200000000000000083f800000c0000000",
+        "4000000005737465707300000001000000000000000200000000"
+    ),
+    "vector4_android_be": (
+        "5054544800000001000000010000000177000000010000000200000000000000083f800000c0000000"
+    ),
 }
 
 VECTOR1 = {"w": np.array([1.0, -2.0], np.float32)}
@@ -29,8 +34,10 @@ def test_golden_files_are_the_spec_vectors(golden):
     assert [len(golden[k]) for k in sorted(golden)] == [41, 12, 113, 41]
 
 
-@pytest.mark.parametrize("name, tensors", [
-    ("vector1_float32", VECTOR1), ("vector2_empty", VECTOR2), ("vector3_mixed", VECTOR3)])
+@pytest.mark.parametrize(
+    "name, tensors",
+    [("vector1_float32", VECTOR1), ("vector2_empty", VECTOR2), ("vector3_mixed", VECTOR3)],
+)
 def test_decode_vectors(backend, golden, name, tensors):
     got = backend.loads(golden[name])
     assert_same_tensors(got, tensors)
@@ -46,8 +53,10 @@ def test_vector3_details(backend, golden):
     assert bits(got["fc.weight"]).tolist() == [[0x3800, 0xBC00, 0x4000], [0x0000, 0x7BFF, 0xB400]]
 
 
-@pytest.mark.parametrize("name, tensors", [
-    ("vector1_float32", VECTOR1), ("vector2_empty", VECTOR2), ("vector3_mixed", VECTOR3)])
+@pytest.mark.parametrize(
+    "name, tensors",
+    [("vector1_float32", VECTOR1), ("vector2_empty", VECTOR2), ("vector3_mixed", VECTOR3)],
+)
 def test_dumps_reproduces_vectors(backend, golden, name, tensors):
     assert backend.dumps(tensors) == golden[name]
 

@@ -29,10 +29,16 @@ pytestmark = [
 
 def test_memory_stays_flat(backend):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    out = subprocess.run([sys.executable, str(PROBE), backend.name, str(ROUNDS), str(WARMUP)],
-                         capture_output=True, text=True, timeout=300, env=env)
+    out = subprocess.run(
+        [sys.executable, str(PROBE), backend.backend, str(ROUNDS), str(WARMUP)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert out.returncode == 0, out.stderr
     r = json.loads(out.stdout)
     assert r["growth"] < SLACK, (
-        f"{backend.name}: RSS grew {r['growth'] / 1024:.0f} KiB over {ROUNDS} rounds "
-        f"({r['growth'] / ROUNDS:.0f} B/round; second half {r['second_half'] / 1024:.0f} KiB)")
+        f"{backend.backend}: RSS grew {r['growth'] / 1024:.0f} KiB over {ROUNDS} rounds "
+        f"({r['growth'] / ROUNDS:.0f} B/round; second half {r['second_half'] / 1024:.0f} KiB)"
+    )

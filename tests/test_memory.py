@@ -15,16 +15,17 @@ from blobs import header, record, u32
 
 PROBE = Path(__file__).with_name("memprobe.py")
 MiB = 1 << 20
-READ_CHUNK = MiB                   # ptth._source.READ_CHUNK
+READ_CHUNK = MiB  # ptth._source.READ_CHUNK
 RECORD = 2 * MiB
-N_RECORDS = 100                    # ~200 MB file
+N_RECORDS = 100  # ~200 MB file
 
-pytestmark = pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(),
-                                reason="needs Linux /proc")
+pytestmark = pytest.mark.skipif(
+    not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc"
+)
 
 
 def probe(backend, scenario, path, max_size=None):
-    args = [sys.executable, str(PROBE), backend.name, scenario, str(path)]
+    args = [sys.executable, str(PROBE), backend.backend, scenario, str(path)]
     if max_size is not None:
         args.append(str(max_size))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
@@ -44,7 +45,8 @@ def big_files(tmp_path_factory):
     c = zlib_ng.compressobj(1, zlib_ng.DEFLATED, 15)
     with open(plain, "wb") as fp, open(packed, "wb") as fz:
         for part in [header(N_RECORDS)] + [
-                record(f"layer{i}.weight", [RECORD // 4], 0, raw) for i in range(N_RECORDS)]:
+            record(f"layer{i}.weight", [RECORD // 4], 0, raw) for i in range(N_RECORDS)
+        ]:
             fp.write(part)
             fz.write(c.compress(part))
         fz.write(c.flush())
@@ -93,8 +95,7 @@ def test_bomb_under_a_raised_limit_is_still_bounded_by_it(backend, bomb_file):
 def lying_files(tmp_path_factory):
     """A record claiming a 4 GB payload followed by 64 KiB of it; plain and zlib."""
     d = tmp_path_factory.mktemp("lying")
-    data = (header(1) + record("p", [0x3FFFFFFF], 0, b"", data_len=0xFFFFFFFC)
-            + bytes(64 * 1024))
+    data = header(1) + record("p", [0x3FFFFFFF], 0, b"", data_len=0xFFFFFFFC) + bytes(64 * 1024)
     (d / "plain").write_bytes(data)
     c = zlib_ng.compressobj(6, zlib_ng.DEFLATED, 15)
     # sync-flushed, not finished: all 64 KiB come out, the stream stays open
@@ -102,8 +103,9 @@ def lying_files(tmp_path_factory):
     return d
 
 
-@pytest.mark.parametrize("scenario, kind", [("feed", "plain"), ("feed", "zlib"),
-                                            ("loads", "zlib"), ("loads", "plain")])
+@pytest.mark.parametrize(
+    "scenario, kind", [("feed", "plain"), ("feed", "zlib"), ("loads", "zlib"), ("loads", "plain")]
+)
 def test_lying_payload_length_reserves_nothing(backend, lying_files, scenario, kind):
     # max_size raised so the claim passes the limit: memory must follow the bytes that arrived
     r = probe(backend, scenario, lying_files / kind, max_size=1 << 40)

@@ -15,10 +15,12 @@ from hypothesis import strategies as st
 from blobs import bits, describe, outcome
 from mutations import cases, chunkings, split
 
-OPTIONS = st.fixed_dictionaries({
-    "byteorder": st.sampled_from(["<", ">", "auto"]),
-    "relabel_float32": st.booleans(),
-})
+OPTIONS = st.fixed_dictionaries(
+    {
+        "byteorder": st.sampled_from(["<", ">", "auto"]),
+        "relabel_float32": st.booleans(),
+    }
+)
 # None is the default (512 MiB); small limits cut through headers, names and payloads.
 MAX_SIZES = st.one_of(st.none(), st.integers(0, 400))
 
@@ -27,8 +29,7 @@ def same(native, pure, fn, *args, **kw):
     """Both backends' outcome of fn(*args, **kw); only PTTHError may escape (outcome())."""
     a = describe(outcome(getattr(native, fn), *args, **kw))
     b = describe(outcome(getattr(pure, fn), *args, **kw))
-    assert a == b, (fn, kw, a[:4] if a[0] == "error" else "ok",
-                    b[:4] if b[0] == "error" else "ok")
+    assert a == b, (fn, kw, a[:4] if a[0] == "error" else "ok", b[:4] if b[0] == "error" else "ok")
     return a
 
 
@@ -70,8 +71,11 @@ def test_decoder_any_chunking(native, pure, case, options, max_size, data):
         assert got == want, label
 
 
-@given(case=cases(), wrapper=st.sampled_from(["auto", "zlib", "gzip", "deflate", "none"]),
-       max_size=MAX_SIZES)
+@given(
+    case=cases(),
+    wrapper=st.sampled_from(["auto", "zlib", "gzip", "deflate", "none"]),
+    max_size=MAX_SIZES,
+)
 def test_decompress(native, pure, case, wrapper, max_size):
     data = case[3]
     same(native, pure, "decompress", data, wrapper=wrapper, max_size=max_size)
@@ -79,15 +83,27 @@ def test_decompress(native, pure, case, wrapper, max_size):
 
 
 def aggregator_state(agg):
-    """count, total weight and the mean: NaN payloads aside, bit for bit."""
-    mean = agg.mean()
-    return (agg.count, agg.total_weight,
-            [(k, v.dtype.str, np.where(np.isnan(v), np.nan, v).tobytes()) for k, v in mean.items()])
+    """counts, weight sums and the accumulators: NaN payloads aside, bit for bit."""
+    p = agg.partial()
+    return (
+        p.count,
+        p.total_weight,
+        p.empty,
+        p.weight_sums,
+        [
+            (k, v.dtype.str, np.where(np.isnan(v), np.nan, v).tobytes())
+            for k, v in zip(p.names, p.accumulators)
+        ],
+    )
 
 
-@given(case=cases(), kind=st.sampled_from(["delta", "full"]),
-       accumulate=st.sampled_from(["float64", "float32"]), options=OPTIONS,
-       allow_nonfinite=st.booleans())
+@given(
+    case=cases(),
+    kind=st.sampled_from(["delta", "full"]),
+    accumulate=st.sampled_from(["float64", "float32"]),
+    options=OPTIONS,
+    allow_nonfinite=st.booleans(),
+)
 def test_aggregator_add(native, pure, case, kind, accumulate, options, allow_nonfinite):
     tensors, valid, label, bad = case
     aggs = [mod.Aggregator(tensors, accumulate=accumulate) for mod in (native, pure)]
@@ -105,6 +121,7 @@ def test_aggregator_add(native, pure, case, kind, accumulate, options, allow_non
 
 # ---- inputs the fuzzers found (csrc/fuzz, csrc/tests/test_fuzz_regressions.cpp) -----
 
+
 def test_decompress_limit_before_checksum(native, pure):
     # zlib stream of a 41-byte blob with a wrong Adler-32: zlib-ng emits byte 41
     # and reports the checksum in the same step. Output past max_size came first.
@@ -118,8 +135,9 @@ def test_decompress_limit_before_checksum(native, pure):
 @pytest.mark.parametrize("wrapper", ["zlib", "gzip", "deflate"])
 def test_every_small_limit_same_outcome(native, pure, wrapper):
     # the same race for every limit and every injury of the stream's last bytes
-    data = bytes.fromhex("5054544800000001000000010000000177000000010000000200000000000000"
-                         "080000803f000000c0")
+    data = bytes.fromhex(
+        "5054544800000001000000010000000177000000010000000200000000000000080000803f000000c0"
+    )
     z = native.compress(data, 6, wrapper)
     for i in range(1, min(9, len(z))):
         hurt = bytearray(z)

@@ -17,7 +17,8 @@ def test_readme_example_runs(backend_name):
     assert blocks, "the README has no Python example"
     env = dict(os.environ, PTTH_BACKEND=backend_name)
     for code in blocks:
-        res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                             env=env, timeout=120)
+        res = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+        )
         assert res.returncode == 0, res.stderr
         assert backend_name in res.stdout

@@ -54,6 +54,12 @@ uint8_t* make(uint64_t n) {
 
 uint8_t* buffer_alloc(uint64_t n) { return make(n); }
 
+uint8_t* buffer_alloc_zeroed(uint64_t n) {
+  uint8_t* p = make(n);
+  if (!header_of(p)->mapped) std::memset(p, 0, n);  // fresh anonymous mappings read as zero
+  return p;
+}
+
 uint64_t buffer_capacity(const uint8_t* data) noexcept { return header_of(data)->capacity; }
 
 uint8_t* buffer_grow(uint8_t* data, uint64_t n) {

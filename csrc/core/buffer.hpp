@@ -10,6 +10,7 @@
 namespace ptth {
 
 uint8_t* buffer_alloc(uint64_t n);                 // capacity >= n (>= 1); throws std::bad_alloc
+uint8_t* buffer_alloc_zeroed(uint64_t n);          // the same, its first n bytes zero
 uint8_t* buffer_grow(uint8_t* data, uint64_t n);   // keeps the contents; may move; throws
 uint64_t buffer_capacity(const uint8_t* data) noexcept;
 void buffer_free(void* data) noexcept;             // null is fine

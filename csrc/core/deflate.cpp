@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <memory>
 #include <new>
+#include <stdexcept>
 #include <string>
 
 #include <zlib-ng.h>
@@ -25,8 +26,7 @@ struct DeflateEnd {
 
 int check_level(long level) {
   if (level < 0 || level > 9)
-    throw Error(Reason::bad_argument,
-                "compression level must be 0..9, not " + std::to_string(level));
+    throw std::invalid_argument("compression level must be 0..9, not " + std::to_string(level));
   return int(level);
 }
 
@@ -38,7 +38,7 @@ std::vector<uint8_t> deflate_all(const uint8_t* p, size_t n, int level, Wrapper 
   if (rc != Z_OK) {
     s.release();
     if (rc == Z_MEM_ERROR) throw std::bad_alloc();
-    throw Error(Reason::bad_argument, "zng_deflateInit2 failed");
+    throw std::runtime_error("zng_deflateInit2 failed");
   }
   std::vector<uint8_t> out(kFirstOutput);
   size_t used = 0;
@@ -57,7 +57,7 @@ std::vector<uint8_t> deflate_all(const uint8_t* p, size_t n, int level, Wrapper 
       uint32_t before = s->avail_out;
       rc = zng_deflate(s.get(), flush);
       used += before - s->avail_out;
-      if (rc == Z_STREAM_ERROR) throw Error(Reason::bad_argument, "zng_deflate failed");
+      if (rc == Z_STREAM_ERROR) throw std::runtime_error("zng_deflate failed");
     } while (s->avail_out == 0);
   } while (flush != Z_FINISH);
   out.resize(used);

@@ -9,7 +9,7 @@
 
 namespace ptth {
 
-// Checks a compression level (0..9); throws Error(bad_argument).
+// Checks a compression level (0..9); throws std::invalid_argument.
 int check_level(long level);
 
 // Compresses a whole buffer with the zlib, gzip or raw DEFLATE wrapper

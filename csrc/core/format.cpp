@@ -6,27 +6,22 @@ namespace ptth {
 
 const char* reason_name(Reason r) noexcept {
   switch (r) {
-    case Reason::bad_magic: return "bad_magic";
-    case Reason::bad_version: return "bad_version";
-    case Reason::truncated: return "truncated";
-    case Reason::bad_name: return "bad_name";
-    case Reason::duplicate_name: return "duplicate_name";
-    case Reason::too_many_dims: return "too_many_dims";
-    case Reason::bad_dtype: return "bad_dtype";
-    case Reason::size_overflow: return "size_overflow";
-    case Reason::length_mismatch: return "length_mismatch";
-    case Reason::trailing_bytes: return "trailing_bytes";
-    case Reason::too_large: return "too_large";
-    case Reason::stream_corrupt: return "stream_corrupt";
-    case Reason::bad_checksum: return "bad_checksum";
-    case Reason::stream_truncated: return "stream_truncated";
-    case Reason::stream_trailing: return "stream_trailing";
-    case Reason::bad_argument: return "bad_argument";
-    case Reason::unsupported_dtype: return "unsupported_dtype";
-    case Reason::shape_mismatch: return "shape_mismatch";
-    case Reason::unknown_name: return "unknown_name";
-    case Reason::nonfinite: return "nonfinite";
-    case Reason::closed: return "closed";
+#define PTTH_REASON_NAME(name, text) \
+  case Reason::name:                 \
+    return #name;
+    PTTH_REASONS(PTTH_REASON_NAME)
+#undef PTTH_REASON_NAME
+  }
+  return "unknown";
+}
+
+const char* reason_text(Reason r) noexcept {
+  switch (r) {
+#define PTTH_REASON_TEXT(name, text) \
+  case Reason::name:                 \
+    return text;
+    PTTH_REASONS(PTTH_REASON_TEXT)
+#undef PTTH_REASON_TEXT
   }
   return "unknown";
 }

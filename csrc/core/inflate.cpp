@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 #include <new>
+#include <stdexcept>
 #include <string>
 
 #include <zlib-ng.h>
@@ -22,7 +23,7 @@ int window_bits(Wrapper w) {
     case Wrapper::deflate: return -15;
     case Wrapper::none: break;
   }
-  throw Error(Reason::bad_argument, "wrapper must be 'zlib', 'gzip' or 'deflate'");
+  throw std::invalid_argument("wrapper must be 'zlib', 'gzip' or 'deflate'");
 }
 
 const char* wrapper_name(Wrapper w) noexcept {
@@ -38,8 +39,8 @@ const char* wrapper_name(Wrapper w) noexcept {
 Wrapper parse_wrapper(const char* name) {
   for (Wrapper w : {Wrapper::none, Wrapper::zlib, Wrapper::gzip, Wrapper::deflate})
     if (std::strcmp(name, wrapper_name(w)) == 0) return w;
-  throw Error(Reason::bad_argument,
-              std::string("wrapper must be 'zlib', 'gzip' or 'deflate', not '") + name + "'");
+  throw std::invalid_argument(std::string("wrapper must be 'zlib', 'gzip' or 'deflate', not '") +
+                              name + "'");
 }
 
 Wrapper detect_wrapper(const uint8_t* p, size_t n) noexcept {
@@ -55,7 +56,7 @@ Wrapper detect_wrapper(const uint8_t* p, size_t n) noexcept {
 Inflater::Inflater(Wrapper w) : strm_(new zng_stream_s()) {
   int32_t rc = zng_inflateInit2(strm_.get(), window_bits(w));
   if (rc == Z_MEM_ERROR) throw std::bad_alloc();
-  if (rc != Z_OK) throw Error(Reason::bad_argument, "zng_inflateInit2 failed");
+  if (rc != Z_OK) throw std::runtime_error("zng_inflateInit2 failed");
 }
 
 Inflater::~Inflater() { zng_inflateEnd(strm_.get()); }

@@ -16,9 +16,9 @@ namespace ptth {
 enum class Wrapper : uint8_t { none, zlib, gzip, deflate };
 
 const char* wrapper_name(Wrapper w) noexcept;
-// Parses "none", "zlib", "gzip", "deflate"; throws Error(bad_argument).
+// Parses "none", "zlib", "gzip", "deflate"; throws std::invalid_argument.
 Wrapper parse_wrapper(const char* name);
-// zlib-ng's windowBits for a wrapper: 15, 31, -15; throws Error(bad_argument) for none.
+// zlib-ng's windowBits for a wrapper: 15, 31, -15; throws std::invalid_argument for none.
 int window_bits(Wrapper w);
 
 // SPEC.md's table, in its order. Needs 4 bytes, or fewer when the input has

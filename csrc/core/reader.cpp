@@ -12,6 +12,7 @@ namespace {
 
 constexpr size_t kNameStep = 4 * kMaxDims;  // names arrive in scratch-sized pieces
 constexpr size_t kAutoWords = 1024;
+constexpr int32_t kSmallInt = int32_t(1) << 24;  // |v| below this reads as an integer
 
 bool plausible(uint32_t w) {
   uint32_t e = (w >> 23) & 0xFF;
@@ -38,6 +39,8 @@ int64_t Reader::current_record() const noexcept {
 }
 
 void Reader::fail(Reason r, const std::string& msg, uint64_t offset) const {
+  if (named_ && state_ != State::done)
+    throw Error(r, msg, offset, current_record(), rec_.name, /*has_name=*/true);
   throw Error(r, msg, offset, current_record());
 }
 
@@ -131,6 +134,7 @@ void Reader::item_complete() {
     case State::name_len:
       rec_ = RecordInfo{};
       rec_.index = index_;
+      named_ = false;
       begin(State::name, load_be32(scratch_));
       if (need_ == 0) item_complete();
       break;
@@ -138,6 +142,7 @@ void Reader::item_complete() {
       const auto* s = reinterpret_cast<const uint8_t*>(rec_.name.data());
       if (!valid_utf8(s, rec_.name.size()))
         fail(Reason::bad_name, "the name is not valid UTF-8", item_start_);
+      named_ = true;
       if (!names_.insert(rec_.name).second)
         fail(Reason::duplicate_name, "the name occurs twice", item_start_);
       begin(State::ndim, 4);
@@ -167,7 +172,9 @@ void Reader::item_complete() {
       uint64_t data_len = load_be32(scratch_);
       uint64_t numel = 0, nbytes = 0;
       bool ok = checked_numel(rec_.dims.data(), rec_.dims.size(), &numel);
-      if (ok && opts_.relabel_float32 && checked_mul(numel, 4, &nbytes) && nbytes == data_len) {
+      const bool four = ok && checked_mul(numel, 4, &nbytes) && nbytes == data_len;
+      if (four && (opts_.relabel == Relabel::on ||
+                   (opts_.relabel == Relabel::automatic && rec_.dtype == DType::float64))) {
         rec_.dtype = DType::float32;
       } else if (!ok || !checked_mul(numel, itemsize(rec_.dtype), &nbytes)) {
         fail(Reason::size_overflow, "numel * itemsize overflows", item_start_);
@@ -198,14 +205,18 @@ void Reader::start_payload() {
   begin(State::payload, rec_.nbytes);
   rec_.payload_offset = pos_;
   payload_dst_ = nullptr;
+  sink_->on_header(rec_);
   if (need_ == 0) complete_record(nullptr);
 }
 
 void Reader::complete_record(const uint8_t* payload) {
+  if (opts_.relabel == Relabel::automatic && rec_.dtype == DType::int32)
+    decide_relabel(payload, rec_.nbytes);
   if (!decided_ && rec_.dtype == DType::float32) decide_order(payload, rec_.nbytes);
   rec_.big_endian = order_ == ByteOrder::big;
   sink_->on_record(rec_, payload);
   payload_dst_ = nullptr;
+  named_ = false;
   ++index_;
   if (index_ == count_) begin(State::done, 0);
   else begin(State::name_len, 4);
@@ -224,6 +235,24 @@ void Reader::decide_order(const uint8_t* payload, uint64_t nbytes) {
     decided_ = true;
     order_ = be > le ? ByteOrder::big : ByteOrder::little;
   }
+}
+
+void Reader::decide_relabel(const uint8_t* payload, uint64_t nbytes) {
+  // Words read in the order in force: a float32 payload under code 2 scores as
+  // floats of a sane magnitude, a genuine int32 one as small integers.
+  size_t words = size_t(std::min<uint64_t>(nbytes / 4, kAutoWords));
+  const bool big = order_ == ByteOrder::big;
+  size_t as_float = 0, as_int = 0;
+  for (size_t i = 0; i < words; ++i) {
+    const uint8_t* b = payload + 4 * i;
+    uint32_t w = uint32_t(b[0]) | uint32_t(b[1]) << 8 | uint32_t(b[2]) << 16 | uint32_t(b[3]) << 24;
+    if (big) w = bswap32(w);
+    as_float += plausible(w);
+    int32_t v;
+    std::memcpy(&v, &w, 4);
+    as_int += v > -kSmallInt && v < kSmallInt;
+  }
+  if (as_float > as_int) rec_.dtype = DType::float32;
 }
 
 void Reader::finish() const {

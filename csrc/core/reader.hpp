@@ -16,14 +16,20 @@
 
 #include "core/buffer.hpp"
 #include "core/format.hpp"
+#include "core/keyed_hash.hpp"
 
 namespace ptth {
 
 enum class ByteOrder : uint8_t { little, big, automatic };
+// relabel_float32: off; on (a record whose data_len is 4 * numel is float32,
+// whatever its code); automatic (code 1 with 4 * numel bytes is float32; a
+// code-2 record is float32 when more of its words look like floats than like
+// small integers; see the format document).
+enum class Relabel : uint8_t { off, on, automatic };
 
 struct ReadOptions {
   ByteOrder byteorder = ByteOrder::little;
-  bool relabel_float32 = false;
+  Relabel relabel = Relabel::off;
   // Largest blob the reader will wait for (checked before each item).
   uint64_t max_size = UINT64_MAX;
 };
@@ -32,7 +38,9 @@ struct RecordInfo {
   uint32_t index = 0;
   std::string name;
   std::vector<uint32_t> dims;
-  DType dtype = DType::float32;  // effective dtype (after relabel_float32)
+  DType dtype = DType::float32;  // effective dtype (after relabel_float32); for a
+                                 // code-2 record under Relabel::automatic, final
+                                 // only when on_record runs
   uint32_t code = 0;             // dtype code as written
   uint64_t numel = 0;
   uint64_t nbytes = 0;           // == data_len
@@ -43,6 +51,9 @@ struct RecordInfo {
 class RecordSink {
  public:
   virtual ~RecordSink() = default;
+  // The record's header passed every check and its payload comes next: a sink
+  // may refuse the record here (throw), before any payload byte is stored.
+  virtual void on_header(const RecordInfo& r) { (void)r; }
   // Room for the payload from byte `have` on, as its bytes arrive: return a
   // pointer to payload byte `have` and set *room to the writable bytes there
   // (at least 1). The pointer may differ between calls (a buffer that grows).
@@ -91,6 +102,7 @@ class Reader {
   void start_payload();
   void complete_record(const uint8_t* payload);
   void decide_order(const uint8_t* payload, uint64_t nbytes);
+  void decide_relabel(const uint8_t* payload, uint64_t nbytes);
   [[noreturn]] void fail(Reason r, const std::string& msg, uint64_t offset) const;
 
   ReadOptions opts_;
@@ -106,7 +118,8 @@ class Reader {
   ByteOrder order_ = ByteOrder::little;
   bool decided_ = false;
   RecordInfo rec_;
-  std::unordered_set<std::string> names_;
+  bool named_ = false;  // rec_.name is complete and valid (errors carry it)
+  std::unordered_set<std::string, KeyedHash> names_;
   alignas(8) uint8_t scratch_[4 * kMaxDims];
 };
 

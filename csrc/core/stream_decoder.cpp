@@ -6,15 +6,51 @@
 
 namespace ptth {
 
-// ---- StreamDecoder ---------------------------------------------------------
+namespace {
+
+std::string describe_start(const uint8_t* p, size_t n) {
+  static const char hex[] = "0123456789abcdef";
+  std::string bytes, text;
+  for (size_t i = 0; i < n; ++i) {
+    if (i) bytes += ' ';
+    bytes += hex[p[i] >> 4];
+    bytes += hex[p[i] & 15];
+    text += (p[i] >= 0x20 && p[i] < 0x7f) ? char(p[i]) : '.';
+  }
+  return n ? bytes + " (\"" + text + "\")" : std::string("nothing");
+}
+
+}  // namespace
 
 StreamDecoder::StreamDecoder(const ReadOptions& opts, RecordSink* sink) : reader_(opts, sink) {}
 StreamDecoder::~StreamDecoder() = default;
+
+void StreamDecoder::not_ptth() const {
+  throw Error(Reason::not_ptth,
+              "the input starts with " + describe_start(first_, first_n_) +
+                  ": it is neither a PTTH blob nor a zlib, gzip or raw DEFLATE stream of one",
+              0, kNoRecord);
+}
+
+template <typename F>
+void StreamDecoder::guarded(F f) {
+  // Input that matched no known start was taken for raw DEFLATE: if it fails
+  // before yielding the magic, it was not a stream of a PTTH blob at all.
+  if (wrapper_ != Wrapper::deflate) return f();
+  try {
+    f();
+  } catch (const Error&) {
+    if (reader_.position() >= 4) throw;
+    not_ptth();
+  }
+}
 
 void StreamDecoder::decide(bool final) {
   if (known_ || (head_n_ < 4 && !final)) return;
   wrapper_ = detect_wrapper(head_, head_n_);
   known_ = true;
+  std::memcpy(first_, head_, head_n_);
+  first_n_ = head_n_;
   if (wrapper_ != Wrapper::none) inflater_ = std::make_unique<Inflater>(wrapper_);
   size_t n = head_n_;
   head_n_ = 0;
@@ -40,6 +76,10 @@ void StreamDecoder::dispatch(const uint8_t* p, size_t n, bool borrow) {
     reader_.feed(p, n, borrow);
     return;
   }
+  guarded([&] { inflate(p, n); });
+}
+
+void StreamDecoder::inflate(const uint8_t* p, size_t n) {
   while (true) {
     if (inflater_->ended()) {
       // The stream is over: the blob must be complete before anything else.
@@ -65,10 +105,12 @@ void StreamDecoder::dispatch(const uint8_t* p, size_t n, bool borrow) {
 
 void StreamDecoder::finish() {
   decide(true);
-  if (wrapper_ != Wrapper::none && !inflater_->ended())
-    throw Error(Reason::stream_truncated, "the compressed stream ends before its end marker",
-                reader_.position(), reader_.current_record());
-  reader_.finish();
+  guarded([&] {
+    if (wrapper_ != Wrapper::none && !inflater_->ended())
+      throw Error(Reason::stream_truncated, "the compressed stream ends before its end marker",
+                  reader_.position(), reader_.current_record());
+    reader_.finish();
+  });
 }
 
 }  // namespace ptth

@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <string>
 
 #include "core/inflate.hpp"
 #include "core/reader.hpp"
@@ -29,6 +30,10 @@ class StreamDecoder {
  private:
   void decide(bool final);
   void dispatch(const uint8_t* p, size_t n, bool borrow);
+  void inflate(const uint8_t* p, size_t n);
+  template <typename F>
+  void guarded(F f);
+  [[noreturn]] void not_ptth() const;
 
   Reader reader_;
   std::unique_ptr<Inflater> inflater_;
@@ -36,6 +41,8 @@ class StreamDecoder {
   bool known_ = false;
   uint8_t head_[4];
   size_t head_n_ = 0;
+  uint8_t first_[4] = {};  // the input's first bytes, for messages
+  size_t first_n_ = 0;
 };
 
 }  // namespace ptth

@@ -24,10 +24,14 @@ struct WriteRecord {
 };
 
 // Checks every record (ndim <= 64, dims and data_len fit in 32 bits, names
-// unique UTF-8) and returns the encoded size. Throws Error(bad_argument, ...).
+// UTF-8) and returns the encoded size. Throws Error(not_representable or bad_name).
 uint64_t validate(const std::vector<WriteRecord>& records);
 
-// Encodes validated records into exactly blob_size bytes at `dst`.
-void encode_to(const std::vector<WriteRecord>& records, uint8_t* dst, uint64_t blob_size);
+// Encodes validated records into exactly blob_size bytes at `dst`. A narrowing
+// conversion that turns a finite value into an infinity (float16 beyond
+// 65504, float32 beyond FLT_MAX) is Error(overflow) naming the record, or
+// with `saturate` writes the largest finite value of that sign instead.
+void encode_to(const std::vector<WriteRecord>& records, uint8_t* dst, uint64_t blob_size,
+               bool saturate = false);
 
 }  // namespace ptth

@@ -35,21 +35,22 @@ _DTYPES = {0: np.dtype("<f4"), 1: np.dtype("<f8"), 2: np.dtype("<i4"), 3: np.dty
 
 # ---- baselines ---------------------------------------------------------------
 
+
 def reference_loads(blob: bytes) -> dict:
-    """A PTTH reader as one writes it by hand: struct on the header, frombuffer on payload slices."""
+    """A PTTH reader as one writes it by hand: struct on the header, frombuffer on payloads."""
     magic, version, count = struct.unpack(">4sII", blob[:12])
     if magic != b"PTTH" or version != 1:
         raise ValueError("not a PTTH v1 blob")
     pos, out = 12, {}
     for _ in range(count):
-        (name_len,) = struct.unpack(">I", blob[pos:pos + 4])
-        name = blob[pos + 4:pos + 4 + name_len].decode("utf-8")
+        (name_len,) = struct.unpack(">I", blob[pos : pos + 4])
+        name = blob[pos + 4 : pos + 4 + name_len].decode("utf-8")
         pos += 4 + name_len
-        (ndim,) = struct.unpack(">I", blob[pos:pos + 4])
-        dims = struct.unpack(f">{ndim}I", blob[pos + 4:pos + 4 + 4 * ndim])
+        (ndim,) = struct.unpack(">I", blob[pos : pos + 4])
+        dims = struct.unpack(f">{ndim}I", blob[pos + 4 : pos + 4 + 4 * ndim])
         pos += 4 + 4 * ndim
-        code, data_len = struct.unpack(">II", blob[pos:pos + 8])
-        payload = blob[pos + 8:pos + 8 + data_len]
+        code, data_len = struct.unpack(">II", blob[pos : pos + 8])
+        payload = blob[pos + 8 : pos + 8 + data_len]
         pos += 8 + data_len
         out[name] = np.frombuffer(payload, _DTYPES[code]).reshape(dims)
     if pos != len(blob):
@@ -68,6 +69,7 @@ def flower_reduce(weighted: list, total_weight: float) -> list:
 
 # ---- inputs --------------------------------------------------------------------
 
+
 def model(elements: int, tensors: int = 200, seed: int = 0) -> dict:
     """A float32 model of `tensors` parameters (weight matrices and their biases)."""
     rng = np.random.default_rng(seed)
@@ -78,7 +80,9 @@ def model(elements: int, tensors: int = 200, seed: int = 0) -> dict:
     out = {}
     for i, share in enumerate(shares):
         rows = max(1, int(unit * share) // (cols + 1))
-        out[f"layers.{i}.weight"] = rng.standard_normal((rows, cols), dtype=np.float32) * np.float32(0.05)
+        out[f"layers.{i}.weight"] = rng.standard_normal(
+            (rows, cols), dtype=np.float32
+        ) * np.float32(0.05)
         out[f"layers.{i}.bias"] = rng.standard_normal(rows, dtype=np.float32) * np.float32(0.05)
     return out
 
@@ -86,11 +90,14 @@ def model(elements: int, tensors: int = 200, seed: int = 0) -> dict:
 def delta(template: dict, seed: int) -> dict:
     """A quantized client update: ~N(0, 1e-3) per element as float16 (compresses like real ones)."""
     rng = np.random.default_rng(seed)
-    return {k: (rng.standard_normal(v.shape, dtype=np.float32) * np.float32(1e-3)).astype(np.float16)
-            for k, v in template.items()}
+    return {
+        k: (rng.standard_normal(v.shape, dtype=np.float32) * np.float32(1e-3)).astype(np.float16)
+        for k, v in template.items()
+    }
 
 
 # ---- timing --------------------------------------------------------------------
+
 
 def _once(fn) -> float:
     t0 = time.perf_counter()
@@ -108,8 +115,10 @@ def pair(ours, base, repeat: int, alternate: bool = True) -> tuple:
     ours()
     base()
     if not alternate:
-        return (float(np.median([_once(ours) for _ in range(repeat)])),
-                float(np.median([_once(base) for _ in range(repeat)])))
+        return (
+            float(np.median([_once(ours) for _ in range(repeat)])),
+            float(np.median([_once(base) for _ in range(repeat)])),
+        )
     t_ours, t_base = [], []
     for _ in range(repeat):
         t_base.append(_once(base))
@@ -152,20 +161,40 @@ class Row:
 
 # ---- the measurements ------------------------------------------------------------
 
+
 def kernels(x, repeat):
     b = x - np.float32(0.01)
     h = x.astype(np.float16)
     out16 = np.empty(x.shape, np.float16)
     return [
-        Row("to_float16", *pair(lambda: ptth.to_float16(x), lambda: x.astype(np.float16), repeat),
-            "speedup", 8),
-        Row("to_float16 out=", *pair(lambda: ptth.to_float16(x, out=out16),
-                                     lambda: x.astype(np.float16), repeat), "speedup", 12),
-        Row("to_float32", *pair(lambda: ptth.to_float32(h), lambda: h.astype(np.float32), repeat),
-            "speedup", 6),
-        Row('subtract(dtype="float16")', *pair(lambda: ptth.subtract(x, b, dtype="float16"),
-                                               lambda: (x - b).astype(np.float16), repeat),
-            "speedup", 10),
+        Row(
+            "to_float16",
+            *pair(lambda: ptth.to_float16(x), lambda: x.astype(np.float16), repeat),
+            "speedup",
+            8,
+        ),
+        Row(
+            "to_float16 out=",
+            *pair(lambda: ptth.to_float16(x, out=out16), lambda: x.astype(np.float16), repeat),
+            "speedup",
+            12,
+        ),
+        Row(
+            "to_float32",
+            *pair(lambda: ptth.to_float32(h), lambda: h.astype(np.float32), repeat),
+            "speedup",
+            6,
+        ),
+        Row(
+            'subtract(dtype="float16")',
+            *pair(
+                lambda: ptth.subtract(x, b, dtype="float16"),
+                lambda: (x - b).astype(np.float16),
+                repeat,
+            ),
+            "speedup",
+            10,
+        ),
     ]
 
 
@@ -174,30 +203,53 @@ def codec(elements, repeat):
     small = model(min(elements, 1 << 18))
     blob_big, blob_small = ptth.dumps(big), ptth.dumps(small)
     # loads touches only the headers: it is timed back to back, as the benchmark suite does
-    t_big, base_big = pair(lambda: ptth.loads(blob_big), lambda: reference_loads(blob_big),
-                           repeat * 5, alternate=False)
-    t_small, _ = pair(lambda: ptth.loads(blob_small), lambda: reference_loads(blob_small),
-                      repeat * 5, alternate=False)
+    t_big, base_big = pair(
+        lambda: ptth.loads(blob_big), lambda: reference_loads(blob_big), repeat * 5, alternate=False
+    )
+    t_small, _ = pair(
+        lambda: ptth.loads(blob_small),
+        lambda: reference_loads(blob_small),
+        repeat * 5,
+        alternate=False,
+    )
     upd = delta(big, seed=1)
     raw = ptth.dumps(upd)
     z6 = zlib_ng.compress(raw, 6)
     ours_z6 = ptth.dumps(upd, compress=6)
     rows = [
         Row("loads, uncompressed, 200 tensors", t_big, base_big, "speedup", 100),
-        Row("  loads at this size vs at 1 MB", t_big, t_small, "time", 2.0,
-            "same 200 tensors: time independent of payload size"),
-        Row("loads, zlib level 6", *pair(lambda: ptth.loads(z6), lambda: zlib_ng.decompress(z6),
-                                         repeat), "time", 1.10, f"{len(raw) / 1e6:.0f} MB f16 delta"),
-        Row("dumps(compress=6)", *pair(lambda: ptth.dumps(upd, compress=6),
-                                       lambda: zlib_ng.compress(raw, 6), repeat), "time", 1.05,
-            "same size" if len(ours_z6) == len(z6) else f"SIZE {len(ours_z6)} != {len(z6)}"),
+        Row(
+            "  loads at this size vs at 1 MB",
+            t_big,
+            t_small,
+            "time",
+            2.0,
+            "same 200 tensors: time independent of payload size",
+        ),
+        Row(
+            "loads, zlib level 6",
+            *pair(lambda: ptth.loads(z6), lambda: zlib_ng.decompress(z6), repeat),
+            "time",
+            1.10,
+            f"{len(raw) / 1e6:.0f} MB f16 delta",
+        ),
+        Row(
+            "dumps(compress=6)",
+            *pair(lambda: ptth.dumps(upd, compress=6), lambda: zlib_ng.compress(raw, 6), repeat),
+            "time",
+            1.05,
+            "same size" if len(ours_z6) == len(z6) else f"SIZE {len(ours_z6)} != {len(z6)}",
+        ),
     ]
     return rows
 
 
 def aggregator(x, repeat, clients=8):
     tmpl = {"w": x}
-    blobs = [ptth.dumps({"w": (x * np.float32(1e-3 * (i + 1))).astype(np.float16)}) for i in range(clients)]
+    blobs = [
+        ptth.dumps({"w": (x * np.float32(1e-3 * (i + 1))).astype(np.float16)})
+        for i in range(clients)
+    ]
     agg = ptth.Aggregator(tmpl)
     agg.add(blobs[0], 2.0)  # the accumulator's pages are touched before timing
     acc = np.zeros(x.shape, np.float64)
@@ -206,13 +258,26 @@ def aggregator(x, repeat, clients=8):
     def fold():
         acc.__iadd__(2.0 * np.frombuffer(blobs[0], "<f2", x.size, offset).astype(np.float64))
 
-    rows = [Row("Aggregator.add, float16 delta", *pair(lambda: agg.add(blobs[0], 2.0), fold, repeat),
-                "speedup", 4)]
+    rows = [
+        Row(
+            "Aggregator.add, float16 delta",
+            *pair(lambda: agg.add(blobs[0], 2.0), fold, repeat),
+            "speedup",
+            4,
+        )
+    ]
     with cf.ThreadPoolExecutor(2) as pool:
         two = lambda: list(pool.map(agg.add, blobs))  # noqa: E731
         one = lambda: [agg.add(b) for b in blobs]  # noqa: E731
-        rows.append(Row("two threads calling add", *pair(two, one, repeat), "speedup", 1.7,
-                        f"{clients} uploads; ratio = throughput gain"))
+        rows.append(
+            Row(
+                "two threads calling add",
+                *pair(two, one, repeat),
+                "speedup",
+                1.7,
+                f"{clients} uploads; ratio = throughput gain",
+            )
+        )
     return rows
 
 
@@ -225,19 +290,26 @@ def fedavg(elements, repeat, clients=4):
         agg = ptth.Aggregator(tmpl)
         for b, w in zip(uploads, weights):
             agg.add(b, w)
-        return agg.mean()
+        return agg.mean(dtype="float64")
 
     def base():
         return flower_reduce([flower_decode(b, w) for b, w in zip(uploads, weights)], sum(weights))
 
     got, want = ours(), base()
     same = all(np.allclose(g, w, rtol=1e-12, atol=0) for g, w in zip(got.values(), want))
-    return [Row(f"FedAvg round, {clients} uploads", *pair(ours, base, max(1, repeat // 2)), "info",
-                note="vs Flower-style list-then-reduce; no time target"
-                     + ("" if same else "; MEANS DIFFER"))]
+    return [
+        Row(
+            f"FedAvg round, {clients} uploads",
+            *pair(ours, base, max(1, repeat // 2)),
+            "info",
+            note="vs Flower-style list-then-reduce; no time target"
+            + ("" if same else "; MEANS DIFFER"),
+        )
+    ]
 
 
 # ---- peak memory (fresh processes) -------------------------------------------------
+
 
 def _status(field):
     with open("/proc/self/status") as f:
@@ -262,15 +334,22 @@ def _memory_child(impl, clients, directory):
         for path, w in zip(paths, weights):
             with open(path, "rb") as f:
                 agg.add(f.read(), w)
-        mean = list(agg.mean().values())
+        mean = list(agg.mean(dtype="float64").values())
     else:
         weighted = []
         for path, w in zip(paths, weights):
             with open(path, "rb") as f:
                 weighted.append(flower_decode(f.read(), w))
         mean = flower_reduce(weighted, sum(weights))
-    print(json.dumps({"peak": _status("VmHWM") - rss0, "seconds": time.perf_counter() - t0,
-                      "checksum": float(sum(float(m.sum()) for m in mean))}))
+    print(
+        json.dumps(
+            {
+                "peak": _status("VmHWM") - rss0,
+                "seconds": time.perf_counter() - t0,
+                "checksum": float(sum(float(m.sum()) for m in mean)),
+            }
+        )
+    )
 
 
 def memory(params, counts):
@@ -285,24 +364,35 @@ def memory(params, counts):
             ptth.dump(delta(tmpl, seed=1000 + i), os.path.join(d, f"upload-{i:04d}.ptth"))
         for n in counts:
             for impl in ("ptth", "flower"):
-                out = subprocess.run([sys.executable, "-m", "ptth.bench", "--_memory-child", impl,
-                                      str(n), d], capture_output=True, text=True, check=True)
+                out = subprocess.run(
+                    [sys.executable, "-m", "ptth.bench", "--_memory-child", impl, str(n), d],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
                 results[impl, n] = json.loads(out.stdout.strip().splitlines()[-1])
     model_bytes = 4 * sum(v.size for v in tmpl.values())
     lo, hi = min(counts), max(counts)
     ok = abs(results["ptth", hi]["checksum"] - results["flower", hi]["checksum"]) <= 1e-6 * (
-        1 + abs(results["flower", hi]["checksum"]))
+        1 + abs(results["flower", hi]["checksum"])
+    )
     # flat: N=lo to N=hi adds less than a quarter of a model
     flat = results["ptth", hi]["peak"] - results["ptth", lo]["peak"] < 0.25 * model_bytes
-    row = Row(f"peak memory, N={hi} uploads", results["ptth", hi]["peak"],
-              results["flower", hi]["peak"], "memory", met=flat and ok,
-              note=f"N={lo}: ptth {results['ptth', lo]['peak'] / 1e6:.0f} MB, "
-                   f"baseline {results['flower', lo]['peak'] / 1e6:.0f} MB; "
-                   f"model {model_bytes / 1e6:.0f} MB as float32" + ("" if ok else "; MEANS DIFFER"))
+    row = Row(
+        f"peak memory, N={hi} uploads",
+        results["ptth", hi]["peak"],
+        results["flower", hi]["peak"],
+        "memory",
+        met=flat and ok,
+        note=f"N={lo}: ptth {results['ptth', lo]['peak'] / 1e6:.0f} MB, "
+        f"baseline {results['flower', lo]['peak'] / 1e6:.0f} MB; "
+        f"model {model_bytes / 1e6:.0f} MB as float32" + ("" if ok else "; MEANS DIFFER"),
+    )
     return [row], ""
 
 
 # ---- machine ---------------------------------------------------------------------
+
 
 def machine() -> dict:
     cpu = platform.processor() or platform.machine()
@@ -328,22 +418,35 @@ def machine() -> dict:
     np.copyto(dst, src)
     copy_s = min(_once(lambda: np.copyto(dst, src)) for _ in range(5))
     return {
-        "cpu": cpu, "cores": os.cpu_count(), "memory_bytes": mem,
-        "simd": bi.get("simd", "n/a (no native core)"), "backend": ptth.backend,
-        "zlib_ng": bi.get("zlib_ng", "n/a"), "zlib_ng_python": zlib_ng.ZLIBNG_VERSION,
-        "compiler": bi.get("compiler", "n/a"), "numpy": np.__version__,
-        "python": platform.python_version(), "memcpy_gbps": src.nbytes / copy_s / 1e9,
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_bytes": mem,
+        "simd": bi.get("simd", "n/a (no native core)"),
+        "backend": ptth.backend,
+        "zlib_ng": bi.get("zlib_ng", "n/a"),
+        "zlib_ng_python": zlib_ng.ZLIBNG_VERSION,
+        "compiler": bi.get("compiler", "n/a"),
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "memcpy_gbps": src.nbytes / copy_s / 1e9,
         "loadavg": os.getloadavg() if hasattr(os, "getloadavg") else None,
     }
 
 
 # ---- entry points ----------------------------------------------------------------
 
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--size-mb", type=float, default=100.0,
-                   help="float32 size of the arrays and models timed (default 100, as DESIGN.md)")
+    p.add_argument(
+        "--size-mb",
+        type=float,
+        default=100.0,
+        help="float32 size of the arrays and models timed (default 100, as DESIGN.md)",
+    )
     p.add_argument("--repeat", type=int, default=5, help="timed runs per operation (median)")
-    p.add_argument("--quick", action="store_true", help="4 MB, 3 repeats, small memory run (seconds)")
+    p.add_argument(
+        "--quick", action="store_true", help="4 MB, 3 repeats, small memory run (seconds)"
+    )
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory processes")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
 
@@ -354,14 +457,20 @@ def run(args) -> int:
     t0 = time.perf_counter()
     m = machine()
     simd = m["simd"] if m["backend"] == "native" else f"unused (the native core has {m['simd']})"
-    print(f"ptth bench: backend {m['backend']}, SIMD {simd}, zlib-ng {m['zlib_ng']} "
-          f"(zlib_ng module {m['zlib_ng_python']}), {m['compiler']}")
-    print(f"machine: {m['cpu']}, {m['cores']} cores"
-          + (f", {m['memory_bytes'] / 2**30:.0f} GiB" if m["memory_bytes"] else "")
-          + f"; prefaulted 100 MB copy {m['memcpy_gbps']:.1f} GB/s on one core"
-          + (f"; load average {m['loadavg'][0]:.2f}" if m["loadavg"] else ""))
-    print(f"inputs: {size_mb:g} MB of float32 ({elements:,} elements), median of {repeat} runs\n",
-          flush=True)
+    print(
+        f"ptth bench: backend {m['backend']}, SIMD {simd}, zlib-ng {m['zlib_ng']} "
+        f"(zlib_ng module {m['zlib_ng_python']}), {m['compiler']}"
+    )
+    print(
+        f"machine: {m['cpu']}, {m['cores']} cores"
+        + (f", {m['memory_bytes'] / 2**30:.0f} GiB" if m["memory_bytes"] else "")
+        + f"; prefaulted 100 MB copy {m['memcpy_gbps']:.1f} GB/s on one core"
+        + (f"; load average {m['loadavg'][0]:.2f}" if m["loadavg"] else "")
+    )
+    print(
+        f"inputs: {size_mb:g} MB of float32 ({elements:,} elements), median of {repeat} runs\n",
+        flush=True,
+    )
     print(format_table([]), flush=True)
     rows = []
 
@@ -383,13 +492,31 @@ def run(args) -> int:
         show(mem_rows)
         if note:
             print(note)
-    print(f"\n{time.perf_counter() - t0:.0f} s; targets from DESIGN.md (100 MB of float32). "
-          "Full suite: python -m pytest benchmarks")
+    print(
+        f"\n{time.perf_counter() - t0:.0f} s; targets from DESIGN.md (100 MB of float32). "
+        "Full suite: python -m pytest benchmarks"
+    )
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"machine": m, "size_mb": size_mb, "repeat": repeat,
-                       "rows": [dict(zip(HEADER, r.cells()), ours=r.ours, baseline_value=r.base,
-                                     ratio_value=r.ratio, met_value=r.met) for r in rows]}, f, indent=1)
+            json.dump(
+                {
+                    "machine": m,
+                    "size_mb": size_mb,
+                    "repeat": repeat,
+                    "rows": [
+                        dict(
+                            zip(HEADER, r.cells()),
+                            ours=r.ours,
+                            baseline_value=r.base,
+                            ratio_value=r.ratio,
+                            met_value=r.met,
+                        )
+                        for r in rows
+                    ],
+                },
+                f,
+                indent=1,
+            )
     return 0
 
 
@@ -399,8 +526,9 @@ WIDTHS = [34, 10, 10, 12, 14, 6]
 
 def format_line(cells) -> str:
     """Fixed widths, so rows can be printed as they are measured."""
-    text = "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                     for i, (c, w) in enumerate(zip(cells, WIDTHS)))
+    text = "  ".join(
+        c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, WIDTHS))
+    )
     return text + (f"  {cells[6]}" if len(cells) > 6 and cells[6] else "")
 
 

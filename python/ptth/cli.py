@@ -1,17 +1,58 @@
-"""The ``ptth`` command: inspect PTTH files and generate example uploads."""
+"""The ptth command: inspect PTTH files, write example uploads, run a demo round, benchmark."""
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 
 import numpy as np
 
 import ptth
 
-from ._source import open_source
 from .errors import PTTHError
+
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "kb": 1000,
+    "m": 10**6,
+    "mb": 10**6,
+    "g": 10**9,
+    "gb": 10**9,
+    "t": 10**12,
+    "tb": 10**12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+}
+
+
+def parse_size(text: str) -> int:
+    """A byte count such as 1000, 512MiB, 2GB or 'unlimited' (argparse type)."""
+    if text.strip().lower() in ("unlimited", "none", "inf"):
+        return ptth.UNLIMITED
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
+    if not match or match.group(2).lower() not in _UNITS:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 1000, 512MiB, 2GB)")
+    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+
+
+def escape_name(name: str) -> str:
+    """A parameter name as a terminal can show it safely: control characters, line breaks
+    and other invisible code points escaped, so an upload cannot forge output lines."""
+    out = []
+    for ch in name:
+        if ch == "\\":
+            out.append("\\\\")
+        elif ch.isprintable():
+            out.append(ch)
+        else:
+            out.append(ch.encode("unicode_escape").decode("ascii"))
+    return "".join(out)
 
 
 def _human(n: int) -> str:
@@ -23,20 +64,31 @@ def _human(n: int) -> str:
 
 
 def _inspect(args) -> int:
-    with open_source(args.file) as f:
-        head = f.read(4)
-        wrapper = ptth.detect_wrapper(head)
-        if hasattr(f, "seek"):
-            f.seek(0)
-        kw = dict(byteorder=args.byteorder, relabel_float32=args.relabel_float32,
-                  max_size=args.max_size)
-        rows, total, numel = [], 0, 0
-        for name, arr in ptth.iter_load(f, **kw):
-            rows.append((name, "x".join(map(str, arr.shape)) or "scalar", arr.dtype.name, arr.nbytes))
-            total += arr.nbytes
-            numel += arr.size
+    """Stream a file (or standard input with '-') and list its parameters."""
+    dec = ptth.Decoder(
+        byteorder=args.byteorder, relabel_float32=args.relabel_float32, max_size=args.max_size
+    )
+    rows, total, numel = [], 0, 0
+    source = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")
+    try:
+        while True:
+            chunk = source.read(1 << 20)
+            if not chunk:
+                break
+            for name, arr in dec.feed(chunk):
+                shape = "x".join(map(str, arr.shape)) or "scalar"
+                rows.append((escape_name(name), shape, arr.dtype.name, arr.nbytes))
+                total += arr.nbytes
+                numel += arr.size
+        dec.close()
+    finally:
+        if source is not sys.stdin.buffer:
+            source.close()
     width = max([len(r[0]) for r in rows] + [4])
-    print(f"wrapper: {wrapper}")
+    order = {"<": "little-endian", ">": "big-endian", None: "undecided (no telling payload)"}
+    how = " (decided from the bit patterns)" if args.byteorder == "auto" else ""
+    print(f"wrapper: {dec.wrapper}")
+    print(f"payload byte order: {order[dec.byteorder]}{how}")
     print(f"{'name':<{width}}  {'shape':<16} {'dtype':<8} {'bytes':>12}")
     for name, shape, dtype, nbytes in rows:
         print(f"{name:<{width}}  {shape:<16} {dtype:<8} {nbytes:>12}")
@@ -66,8 +118,12 @@ def _example(args) -> int:
 def _demo_template(params: int, rng) -> dict:
     """A model of a few layers with about `params` parameters."""
     width = 256
-    layers = [("embed.weight", 0.40), ("encoder.0.weight", 0.25), ("encoder.1.weight", 0.25),
-              ("head.weight", 0.10)]
+    layers = [
+        ("embed.weight", 0.40),
+        ("encoder.0.weight", 0.25),
+        ("encoder.1.weight", 0.25),
+        ("head.weight", 0.10),
+    ]
     tmpl = {}
     for name, share in layers:
         rows = max(1, int(params * share) // width)
@@ -90,15 +146,19 @@ def _demo(args) -> int:
     raw_size = sum(v.nbytes for v in tmpl.values())
     weights = rng.integers(10, 500, args.clients).astype(np.float64)
     workers = args.threads or os.cpu_count() or 1
-    print(f"ptth demo: {n_params:,} parameters ({raw_size / 1e6:.1f} MB as float32), "
-          f"{args.clients} clients, {workers} threads, backend {ptth.backend}, "
-          f"SIMD {ptth.build_info().get('simd')}")
+    print(
+        f"ptth demo: {n_params:,} parameters ({raw_size / 1e6:.1f} MB as float32), "
+        f"{args.clients} clients, {workers} threads, backend {ptth.backend}, "
+        f"SIMD {ptth.build_info().get('simd')}"
+    )
 
     def client(i):
         # A client's local training, simulated: a small update of every float layer.
         crng = np.random.default_rng([args.seed, i])
-        delta = {k: crng.standard_normal(tmpl[k].shape, dtype=np.float32) * np.float32(1e-3)
-                 for k in floats}
+        delta = {
+            k: crng.standard_normal(tmpl[k].shape, dtype=np.float32) * np.float32(1e-3)
+            for k in floats
+        }
         delta["steps"] = np.array(int(crng.integers(1, 20)), np.int32)
         return ptth.dumps(delta, dtype="float16", compress=args.level)
 
@@ -114,7 +174,7 @@ def _demo(args) -> int:
         list(pool.map(lambda uw: agg.add(uw[0], float(uw[1])), zip(uploads, weights)))
     t_agg = time.perf_counter() - t0
     t0 = time.perf_counter()
-    mean = agg.mean()
+    mean = agg.mean(dtype="float64")
     model = agg.apply(lr=1.0)
     t_mean = time.perf_counter() - t0
 
@@ -129,49 +189,126 @@ def _demo(args) -> int:
     err = max(float(np.max(np.abs(mean[k] - ref[k] / total), initial=0.0)) for k in tmpl)
     ok = err <= 1e-12 and agg.count == args.clients
 
-    print(f"  uploads    {wire / 1e6:9.1f} MB on the wire ({wire / args.clients / 1e6:.2f} MB "
-          f"per client, {wire / args.clients / raw_size:.0%} of float32)")
-    print(f"  clients    {t_clients:9.2f} s   simulate + quantize to float16 + zlib level {args.level}")
-    print(f"  aggregate  {t_agg:9.2f} s   {args.clients / t_agg:.1f} uploads/s, "
-          f"{wire / t_agg / 1e6:.0f} MB/s compressed in")
+    print(
+        f"  uploads    {wire / 1e6:9.1f} MB on the wire ({wire / args.clients / 1e6:.2f} MB "
+        f"per client, {wire / args.clients / raw_size:.0%} of float32)"
+    )
+    print(
+        f"  clients    {t_clients:9.2f} s   simulate + quantize to float16 + zlib "
+        f"level {args.level}"
+    )
+    print(
+        f"  aggregate  {t_agg:9.2f} s   {args.clients / t_agg:.1f} uploads/s, "
+        f"{wire / t_agg / 1e6:.0f} MB/s compressed in"
+    )
     print(f"  mean+apply {t_mean:9.2f} s")
     print(f"  numpy ref  {t_ref:9.2f} s   plain NumPy FedAvg of the same uploads")
-    print(f"  check      max |ptth - numpy| = {err:.3g}: {'OK' if ok else 'MISMATCH'}; "
-          f"steps {int(tmpl['steps'])} -> {int(model['steps'])}")
+    print(
+        f"  check      max |ptth - numpy| = {err:.3g}: {'OK' if ok else 'MISMATCH'}; "
+        f"steps {int(tmpl['steps'])} -> {int(model['steps'])}"
+    )
     return 0 if ok else 1
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ptth", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
+_EPILOGS = {
+    "inspect": "example:\n  ptth inspect upload.ptth\n"
+    "  cat upload.ptth | ptth inspect - --byteorder auto",
+    "example": "example:\n  ptth example update.ptth --dtype float16 --compress 6",
+    "demo": "example:\n  ptth demo --params 1000000 --clients 8",
+    "bench": "example:\n  ptth bench --quick",
+}
 
-    ins = sub.add_parser("inspect", help="list the parameters of a PTTH file (any wrapper)")
-    ins.add_argument("file")
-    ins.add_argument("--byteorder", default="<", choices=["<", ">", "auto"])
-    ins.add_argument("--relabel-float32", action="store_true")
-    ins.add_argument("--max-size", type=int, default=None, help="limit on decoded bytes")
+
+def _sub(sub, name: str, help_text: str) -> argparse.ArgumentParser:
+    return sub.add_parser(
+        name,
+        help=help_text,
+        description=help_text,
+        epilog=_EPILOGS[name],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def _relabel_arg(value: str):
+    if value in ("auto",):
+        return value
+    if value in ("on", "true", "yes"):
+        return True
+    if value in ("off", "false", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected on, off or auto, not {value!r}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ptth", description=__doc__, epilog="run 'ptth COMMAND --help' for a command's options"
+    )
+    p.add_argument("--version", action="version", version=f"ptth {ptth.__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    ins = _sub(sub, "inspect", "list the parameters of a PTTH file (any wrapper)")
+    ins.add_argument("file", help="the file to read, or - for standard input")
+    ins.add_argument(
+        "--byteorder",
+        default="<",
+        choices=["<", ">", "auto"],
+        help="payload byte order: < (the format's), > (Android), auto (decide)",
+    )
+    ins.add_argument(
+        "--relabel-float32",
+        nargs="?",
+        const=True,
+        default=False,
+        type=_relabel_arg,
+        metavar="{on,off,auto}",
+        help="read float32 payloads written under codes 1 and 2 (the iOS SDK)",
+    )
+    ins.add_argument(
+        "--max-size",
+        type=parse_size,
+        default=None,
+        metavar="SIZE",
+        help="bound on the decoded size, e.g. 2GiB or unlimited (default 512MiB)",
+    )
     ins.set_defaults(run=_inspect)
 
-    ex = sub.add_parser("example", help="write a generated example upload")
-    ex.add_argument("file")
-    ex.add_argument("--width", type=int, default=256)
-    ex.add_argument("--steps", type=int, default=100)
-    ex.add_argument("--seed", type=int, default=0)
-    ex.add_argument("--dtype", default=None, choices=["float16", "float32"])
-    ex.add_argument("--compress", type=int, default=None, metavar="LEVEL")
-    ex.add_argument("--wrapper", default="zlib", choices=["zlib", "gzip", "deflate"])
+    ex = _sub(sub, "example", "write a generated example upload")
+    ex.add_argument("file", help="where to write it")
+    ex.add_argument("--width", type=int, default=256, help="layer width (default 256)")
+    ex.add_argument("--steps", type=int, default=100, help="the int32 counter's value")
+    ex.add_argument("--seed", type=int, default=0, help="random seed")
+    ex.add_argument(
+        "--dtype",
+        default=None,
+        choices=["float16", "float32"],
+        help="quantize float tensors to this dtype",
+    )
+    ex.add_argument(
+        "--compress",
+        type=int,
+        default=None,
+        metavar="LEVEL",
+        help="wrap in a DEFLATE stream at this level (0..9)",
+    )
+    ex.add_argument(
+        "--wrapper",
+        default=None,
+        choices=["zlib", "gzip", "deflate"],
+        help="the stream's wrapper with --compress (default zlib)",
+    )
     ex.set_defaults(run=_example)
 
-    demo = sub.add_parser("demo", help="simulate one aggregation round on built-in data")
-    demo.add_argument("--params", type=int, default=25_000_000)
-    demo.add_argument("--clients", type=int, default=32)
-    demo.add_argument("--threads", type=int, default=0, help="0: one per core")
+    demo = _sub(sub, "demo", "simulate one aggregation round on built-in data")
+    demo.add_argument("--params", type=int, default=25_000_000, help="model size (parameters)")
+    demo.add_argument("--clients", type=int, default=32, help="uploads in the round")
+    demo.add_argument("--threads", type=int, default=0, help="threads (0: one per core)")
     demo.add_argument("--level", type=int, default=6, help="zlib level of the uploads")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--seed", type=int, default=0, help="random seed")
     demo.set_defaults(run=_demo, file="demo")
 
     from . import bench
-    bn = sub.add_parser("bench", help="time DESIGN.md's targets on this machine (about a minute)")
+
+    bn = _sub(sub, "bench", "time the design targets on this machine (about a minute)")
     bench.add_arguments(bn)
     bn.set_defaults(run=bench.run, file="bench")
     return p

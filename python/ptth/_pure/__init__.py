@@ -1,29 +1,112 @@
-"""The pure-Python backend of ptth: Python + NumPy + zlib_ng, the reference the native one is checked against."""
+"""The pure engine: Python + NumPy + zlib_ng, the reference the native engine is checked against.
 
-from .aggregator import Aggregator
-from .decode import Decoder, iter_load, load, loads
-from .deflate import compress
-from .format import DEFAULT_MAX_SIZE
-from .format import byte_view as _byte_view
+It exports exactly the primitives the native engine (``ptth._native``) does,
+with the same names and meanings; the front (``ptth._front``) calls them.
+It never imports the compiled module, so ptth runs where that was not built.
+"""
+
+from __future__ import annotations
+
+import platform
+
+import numpy as np
+from zlib_ng import zlib_ng
+
+from ..errors import REASONS
+from .aggregator import AddOptions, AggregatorCore, Hold
+from .decode import Decoder, decode
+from .deflate import compress as _compress
+from .format import (
+    DEFAULT_MAX_SIZE,
+    Accum,
+    ByteOrder,
+    Convert,
+    DType,
+    Kind,
+    Output,
+    Relabel,
+    Wrapper,
+)
 from .format import detect_wrapper as _detect
-from .inflate import decompress
-from .kernels import apply_delta, compute_delta, subtract, to_float16, to_float32
-from .writer import dumps
-from .._source import open_target as _open_target
+from .inflate import decompress as _decompress
+from .kernels import (
+    axpy_f32,
+    axpy_f32_f16,
+    axpy_f64,
+    f16_to_f32,
+    f32_to_f16,
+    f64_to_f16,
+    sub_f32,
+    sub_f32_to_f16,
+    sub_f64,
+    sub_f64_to_f16,
+)
+from .writer import encode
 
-name = "python"
+NAME = "python"
 
-__all__ = ["loads", "dumps", "load", "dump", "iter_load", "Decoder", "compress",
-           "decompress", "to_float16", "to_float32", "subtract", "compute_delta",
-           "apply_delta", "Aggregator", "detect_wrapper", "DEFAULT_MAX_SIZE", "name"]
+__all__ = [
+    "DEFAULT_MAX_SIZE",
+    "NAME",
+    "Accum",
+    "AddOptions",
+    "AggregatorCore",
+    "ByteOrder",
+    "Convert",
+    "DType",
+    "Decoder",
+    "Hold",
+    "Kind",
+    "Output",
+    "Relabel",
+    "Wrapper",
+    "axpy_f32",
+    "axpy_f32_f16",
+    "axpy_f64",
+    "build_info",
+    "compress",
+    "decode",
+    "decompress",
+    "detect_wrapper",
+    "encode",
+    "f16_to_f32",
+    "f32_to_f16",
+    "f64_to_f16",
+    "reasons",
+    "sub_f32",
+    "sub_f32_to_f16",
+    "sub_f64",
+    "sub_f64_to_f16",
+]
 
 
-def detect_wrapper(data) -> str:
-    """The wrapper SPEC.md's table gives for these first bytes: none, zlib, gzip or deflate."""
-    return _detect(_byte_view(data))
+def reasons() -> list[tuple[str, str]]:
+    """(name, description) of every PTTHError reason."""
+    return list(REASONS.items())
 
 
-def dump(tensors, target, **dumps_kw) -> None:
-    blob = dumps(tensors, **dumps_kw)
-    with _open_target(target) as f:
-        f.write(blob)
+def build_info() -> dict:
+    """What this engine runs on: no compiled core, no SIMD tier."""
+    return {
+        "compiler": None,
+        "simd": None,
+        "simd_available": [],
+        "simd_note": "",
+        "zlib_ng": zlib_ng.ZLIBNG_VERSION,
+        "zlib_ng_origin": "python zlib_ng module",
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def detect_wrapper(data) -> Wrapper:
+    return _detect(memoryview(data)[:4])
+
+
+def compress(data, level: int, wrapper) -> bytes:
+    return _compress(memoryview(data), int(level), Wrapper(wrapper).name)
+
+
+def decompress(data, wrapper, max_size: int) -> bytes:
+    name = "auto" if wrapper is None else Wrapper(wrapper).name
+    return _decompress(memoryview(data), wrapper=name, max_size=int(max_size))

@@ -1,40 +1,70 @@
-"""loads, load, iter_load and Decoder: wrapper detection and inflate around the one Reader."""
+"""decode() and Decoder: wrapper detection and inflate around the one Reader.
+
+The policy is the core's (``csrc/core/decode.hpp``): uncompressed one-shot
+input is bounded by itself and its payloads are views unless ``copy``;
+compressed input is inflated into owned arrays under ``max_size``; a
+streaming decoder is open until ``close()`` succeeds or any call fails.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import threading
 
-from .._source import iter_chunks, open_source, read_all
 from ..errors import PTTHError
-from .format import WBITS, LoadOptions, byte_view, detect_wrapper
+from .format import WBITS, Wrapper, describe_start, detect_wrapper
 from .inflate import OUT_CHUNK, InflateError, Inflater
 from .reader import Reader
 
 
 class Pipeline:
-    """Decoded bytes of one blob, inflated if need be, pushed into a bounded Reader."""
+    """Decoded bytes of one blob, inflated if need be, pushed into a Reader."""
 
-    def __init__(self, options: LoadOptions, wrapper: str, data=None):
-        self.reader = Reader(byteorder=options.byteorder,
-                             relabel_float32=options.relabel_float32,
-                             max_size=options.max_size)
+    def __init__(self, reader: Reader, wrapper: Wrapper, head: bytes, data=None):
+        self.reader = reader
         self.wrapper = wrapper
-        self.inflater = None if wrapper == "none" else Inflater(WBITS[wrapper], data)
+        self.head = head  # the input's first bytes, for messages
+        self.inflater = None if wrapper == Wrapper.none else Inflater(WBITS[wrapper], data)
 
     def _error(self, reason: str) -> PTTHError:
-        return PTTHError(reason, offset=self.reader.offset, record=self.reader.index)
+        return PTTHError(
+            reason, offset=self.reader.offset, record=self.reader.index, name=self.reader._name
+        )
+
+    def guarded(self, records):
+        """Input taken for raw DEFLATE that fails before yielding the magic was not a
+        stream of a PTTH blob at all: ``not_ptth``, with its first bytes."""
+        if self.wrapper != Wrapper.deflate:
+            yield from records
+            return
+        try:
+            yield from records
+        except PTTHError:
+            if self.reader.offset >= 4:
+                raise
+            raise PTTHError(
+                "not_ptth",
+                f"the input starts with {describe_start(self.head)}: "
+                "it is neither a PTTH blob nor a zlib, gzip or raw DEFLATE stream "
+                "of one",
+                offset=0,
+            ) from None
 
     def push(self, view: memoryview):
         """Take more input (copied as needed); yield the records it completes."""
         if self.inflater is None:
             yield from self.reader.feed(view)
-        elif self.inflater.eof:
+            return
+        yield from self.guarded(self._inflate(view))
+
+    def _inflate(self, view: memoryview):
+        if self.inflater.eof:
+            # the stream is over: the blob must be complete before anything else
+            self.reader.close()
             if len(view):
                 raise self._error("stream_trailing")
-        else:
-            self.inflater.feed(view)
-            yield from self.drain()
+            return
+        self.inflater.feed(view)
+        yield from self.drain()
 
     def drain(self):
         """Inflate all the input there is, in stream order; yield completed records."""
@@ -56,35 +86,56 @@ class Pipeline:
 
     def finish(self) -> None:
         """The input ended."""
+        list(self.guarded(self._finish()))
+
+    def _finish(self):
         if self.inflater is None:
             self.reader.close()
         elif not self.inflater.eof:
             raise self._error("stream_truncated")
+        else:
+            self.reader.close()
+        return
+        yield  # a generator, for guarded()
 
 
-def _loads_view(view: memoryview, options: LoadOptions) -> dict:
-    wrapper = detect_wrapper(view)
-    if wrapper == "none":
+def decode_view(
+    view: memoryview, copy: bool, byteorder, relabel, max_size: int, on_header=None, on_record=None
+) -> list:
+    """One-shot decode of a whole blob; the list of (name, array) in blob order.
+
+    ``on_header`` and ``on_record`` are the Reader's hooks (the aggregator's matcher).
+    """
+    wrapper = detect_wrapper(view[:4])
+    head = bytes(view[:4])
+    if wrapper == Wrapper.none:
         # bounded by the input itself: max_size does not apply
-        reader = Reader(byteorder=options.byteorder, relabel_float32=options.relabel_float32,
-                        views=not options.copy)
-        records = list(reader.feed(view))
-        reader.close()
+        reader = Reader(
+            byteorder=byteorder,
+            relabel=relabel,
+            views=not copy,
+            on_header=on_header,
+            on_record=on_record,
+        )
+        pipeline = Pipeline(reader, wrapper, head)
+        records = list(pipeline.push(view))
     else:
-        pipeline = Pipeline(options, wrapper, view)
-        records = list(pipeline.drain())
-        pipeline.finish()
-    return dict(records)
+        reader = Reader(
+            byteorder=byteorder,
+            relabel=relabel,
+            max_size=max_size,
+            on_header=on_header,
+            on_record=on_record,
+        )
+        pipeline = Pipeline(reader, wrapper, head, view)
+        records = list(pipeline.guarded(pipeline.drain()))
+    pipeline.finish()
+    return records
 
 
-def loads(data, *, copy=False, byteorder="<", relabel_float32=False, max_size=None) -> dict:
-    view = byte_view(data)
-    return _loads_view(view, LoadOptions(copy, byteorder, relabel_float32, max_size))
-
-
-def load(source, **loads_kw) -> dict:
-    options = LoadOptions(**loads_kw)
-    return _loads_view(byte_view(read_all(source)), options)
+def decode(data, copy: bool, byteorder, relabel, max_size: int) -> list:
+    """The engine primitive: see decode_view."""
+    return decode_view(memoryview(data), bool(copy), byteorder, relabel, int(max_size))
 
 
 class Decoder:
@@ -94,66 +145,71 @@ class Decoder:
     as does feed() after close(). close() after a successful close() does nothing.
     """
 
-    def __init__(self, *, copy=False, byteorder="<", relabel_float32=False, max_size=None):
-        self._options = LoadOptions(copy, byteorder, relabel_float32, max_size)
-        if self._options.max_size < 4:  # not even the magic fits: as the native reader says at once
-            raise PTTHError("too_large", f"max_size {self._options.max_size} leaves no room for "
-                            "the 4-byte magic", offset=0)
-        self._head = bytearray()     # the first bytes, until the wrapper is known
+    def __init__(self, byteorder, relabel, max_size: int):
+        self._reader_args = (byteorder, relabel, int(max_size))
+        if max_size < 4:  # not even the magic fits: as the core's reader says at once
+            raise PTTHError(
+                "too_large", f"the blob would exceed max_size ({max_size} bytes)", offset=0
+            )
+        self._head = bytearray()  # the first bytes, until the wrapper is known
         self._pipeline = None
-        self._state = "open"         # "open", "closed" or "failed"
+        self._state = "open"  # "open", "closed" or "failed"
         self._lock = threading.Lock()
 
     @property
     def byteorder(self):
-        """"<" or ">" once the payload byte order is known, else None."""
-        if self._pipeline is not None:
-            return self._pipeline.reader.byteorder
-        return None if self._options.byteorder == "auto" else self._options.byteorder
+        """The ByteOrder once the payload byte order is known, else None."""
+        from .format import ByteOrder
+
+        order = (
+            self._pipeline.reader.byteorder
+            if self._pipeline is not None
+            else {ByteOrder.little: "<", ByteOrder.big: ">", ByteOrder.auto: None}[
+                ByteOrder(self._reader_args[0])
+            ]
+        )
+        return None if order is None else (ByteOrder.big if order == ">" else ByteOrder.little)
 
     @property
     def wrapper(self):
-        """"none", "zlib", "gzip" or "deflate" once detected, else None."""
+        """The Wrapper once detected, else None."""
         return None if self._pipeline is None else self._pipeline.wrapper
 
+    @property
+    def state(self) -> str:
+        return self._state
+
     def feed(self, chunk) -> list:
+        view = memoryview(chunk)
         with self._lock:
-            return list(self._records(chunk))
+            self._check_open()
+            try:
+                return list(self._push(view))
+            except PTTHError:
+                self._state = "failed"
+                raise
 
     def close(self) -> None:
         with self._lock:
             if self._state == "closed":
                 return
             self._check_open()
-            self._state = "closed"
-            with self._failing():
+            try:
                 if self._pipeline is None:
                     # decide on what there is; fewer than 4 bytes hold no record
                     for _ in self._start():
                         pass
                 self._pipeline.finish()
+            except PTTHError:
+                self._state = "failed"
+                raise
+            self._state = "closed"
 
     def _check_open(self) -> None:
-        if self._state != "open":
-            raise PTTHError("closed", "the decoder was closed or failed")
-
-    @contextlib.contextmanager
-    def _failing(self):
-        try:
-            yield
-        except PTTHError:
-            self._state = "failed"
-            raise
-
-    def _records(self, chunk):
-        """A generator of the records chunk completes (argument checks run at once)."""
-        view = byte_view(chunk)
-        self._check_open()
-        return self._guarded(self._push(view))
-
-    def _guarded(self, records):
-        with self._failing():
-            yield from records
+        if self._state == "closed":
+            raise PTTHError("closed", "the decoder is closed")
+        if self._state == "failed":
+            raise PTTHError("closed", "the decoder stopped at an earlier error")
 
     def _push(self, view: memoryview):
         if self._pipeline is None:
@@ -167,14 +223,7 @@ class Decoder:
 
     def _start(self):
         head, self._head = bytes(self._head), None
-        self._pipeline = Pipeline(self._options, detect_wrapper(head))
+        byteorder, relabel, max_size = self._reader_args
+        reader = Reader(byteorder=byteorder, relabel=relabel, max_size=max_size)
+        self._pipeline = Pipeline(reader, detect_wrapper(head), head)
         yield from self._pipeline.push(memoryview(head))
-
-
-def iter_load(source, **loads_kw):
-    """Yield (name, array) as records complete, reading source a chunk at a time."""
-    decoder = Decoder(**loads_kw)
-    with open_source(source) as f:
-        for chunk in iter_chunks(f):
-            yield from decoder._records(chunk)
-    decoder.close()

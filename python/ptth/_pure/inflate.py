@@ -13,7 +13,8 @@ from __future__ import annotations
 from zlib_ng import zlib_ng
 
 from ..errors import PTTHError
-from .format import WBITS, check_choice, check_max_size, detect_wrapper, byte_view
+from .deflate import WBITS
+from .format import detect_wrapper
 
 #: decompressed bytes asked for per step
 OUT_CHUNK = 256 * 1024
@@ -49,7 +50,7 @@ class Inflater:
         self._wbits = wbits
         self._inflate = zlib_ng.decompressobj(wbits)
         self._input = bytearray() if data is None else data
-        self._pos = 0                 # input consumed by inflate
+        self._pos = 0  # input consumed by inflate
         self.eof = False
         # Replay point for errors: the state before the last step that produced
         # output, where that step's input starts, and how much it produced.
@@ -64,7 +65,7 @@ class Inflater:
 
     def feed(self, data) -> None:
         if self._anchor_pos:
-            del self._input[:self._anchor_pos]
+            del self._input[: self._anchor_pos]
             self._pos -= self._anchor_pos
             self._anchor_pos = 0
         self._input += data
@@ -72,7 +73,7 @@ class Inflater:
     def read(self, n: int) -> bytes:
         while not self.eof:
             start = self._pos
-            step = self._input[start:start + IN_CHUNK]
+            step = self._input[start : start + IN_CHUNK]
             before = self._inflate.copy()
             try:
                 out = self._inflate.decompress(step, n)
@@ -94,15 +95,15 @@ class Inflater:
     def _replay(self, end: int) -> bytes:
         """What the failing step (input up to ``end``) produced before its error."""
         replay = self._anchor.copy()
-        stream = self._input[self._anchor_pos:end]
+        stream = self._input[self._anchor_pos : end]
         try:
             first = replay.decompress(stream, 1)
         except zlib_ng.error:
             # At most one byte came out since the anchor before the error.
             if self._anchor_out:
-                return b""      # that byte is the anchor step's
+                return b""  # that byte is the anchor step's
             return lone_first_byte(self._wbits, stream)
-        return (first + replay.flush())[self._anchor_out:]
+        return (first + replay.flush())[self._anchor_out :]
 
 
 def lone_first_byte(wbits: int, stream) -> bytes:
@@ -133,7 +134,7 @@ def deflate_body(wbits: int, stream):
         return stream
     if wbits == 15:
         if len(stream) >= 2 and stream[1] & 0x20:
-            return None     # FDICT: zlib-ng stops for the preset dictionary
+            return None  # FDICT: zlib-ng stops for the preset dictionary
         header = 2
     else:
         header = gzip_header_length(stream)
@@ -153,7 +154,7 @@ def gzip_header_length(stream):
         return None
     flags, pos = head[3], 10
     if flags & 4:  # FEXTRA
-        extra = bytes(stream[pos:pos + 2])
+        extra = bytes(stream[pos : pos + 2])
         if len(extra) < 2:
             return None
         pos += 2 + int.from_bytes(extra, "little")
@@ -169,11 +170,10 @@ def gzip_header_length(stream):
 
 
 def decompress(data, *, wrapper="auto", max_size=None) -> bytes:
-    check_choice(wrapper, "wrapper", ("auto", "zlib", "gzip", "deflate", "none"))
-    limit = check_max_size(max_size)
-    view = byte_view(data)
+    limit = max_size  # arguments are checked by the front
+    view = memoryview(data)
     if wrapper == "auto":
-        wrapper = detect_wrapper(view)
+        wrapper = detect_wrapper(view).name
     if wrapper == "none":
         if len(view) > limit:
             raise PTTHError("too_large", offset=limit)

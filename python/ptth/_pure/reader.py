@@ -14,24 +14,48 @@ import struct
 import numpy as np
 
 from ..errors import PTTHError
-from .format import (DTYPES, MAGIC, MAX_NDIM, NATIVE, VERSION, numel,
-                     numpy_can_shape)
+from .format import (
+    DTYPES,
+    MAGIC,
+    MAX_NDIM,
+    NATIVE,
+    VERSION,
+    ByteOrder,
+    Relabel,
+    numel,
+    numpy_can_shape,
+)
 
 # items, in stream order
 MAGIC_FIELD, VERSION_FIELD, COUNT_FIELD = "magic", "version", "count"
 NAME_LEN, NAME, NDIM, DIMS, DTYPE, DATA_LEN, PAYLOAD = (
-    "name_len", "name", "ndim", "dims", "dtype", "data_len", "payload")
+    "name_len",
+    "name",
+    "ndim",
+    "dims",
+    "dtype",
+    "data_len",
+    "payload",
+)
 DONE = "done"
 
 #: words of a float32 payload that byteorder="auto" scores
 SCORE_WORDS = 1024
+#: |v| below this reads as an integer when relabel_float32="auto" scores a code-2 payload
+SMALL_INT = 1 << 24
 
 
 def aligned_empty(nbytes: int) -> np.ndarray:
     """An uninitialised uint8 array of nbytes starting on a 64-byte boundary."""
     raw = np.empty(nbytes + 64, np.uint8)
     skip = -raw.ctypes.data % 64
-    return raw[skip:][:nbytes]      # (raw[skip:skip] would not move the data pointer)
+    return raw[skip:][:nbytes]  # (raw[skip:skip] would not move the data pointer)
+
+
+def plausible_ints(words: np.ndarray) -> int:
+    """How many uint32 words read as int32 values of small magnitude."""
+    values = words.view(np.int32)
+    return int(np.count_nonzero((values > -SMALL_INT) & (values < SMALL_INT)))
 
 
 def plausible_words(words: np.ndarray) -> int:
@@ -44,28 +68,46 @@ def plausible_words(words: np.ndarray) -> int:
 class Reader:
     """Parses one PTTH blob pushed in chunks.
 
-    byteorder: "<", ">" or "auto". max_size: bound on the blob's end offset,
-    checked before each item is waited for (None: no bound). views: the whole
-    blob comes in one feed() and payloads are returned as read-only-if-input
-    views into it, in wire byte order; otherwise arrays are owned, 64-byte
-    aligned and in native byte order.
+    byteorder: a ByteOrder. relabel: a Relabel. max_size: bound on the blob's
+    end offset, checked before each item is waited for (None: no bound).
+    views: the whole blob comes in one feed() and payloads are returned as
+    read-only-if-input views into it, in wire byte order; otherwise arrays are
+    owned, 64-byte aligned and in native byte order. on_header(name, dims,
+    code, elem, payload_offset, index, final) is called when a record's header
+    passed every check, before its payload; it may raise to refuse the record
+    (``final`` is False while a code-2 record's relabel decision is pending).
+    on_record(name, array, code, payload_offset, index, order) is called as each
+    record completes, before the next one is read.
     """
 
-    def __init__(self, *, byteorder: str = "<", relabel_float32: bool = False,
-                 max_size: int | None = None, views: bool = False):
-        self._relabel = relabel_float32
+    def __init__(
+        self,
+        *,
+        byteorder=ByteOrder.little,
+        relabel=Relabel.off,
+        max_size: int | None = None,
+        views: bool = False,
+        on_header=None,
+        on_record=None,
+    ):
+        self._relabel = Relabel(relabel)
         self._max_size = max_size
         self._views = views
+        self._on_header = on_header
+        self._on_record = on_record
         #: "<" or ">" once the payload byte order is known; None while "auto" has not decided
-        self.byteorder = None if byteorder == "auto" else byteorder
+        self.byteorder = {ByteOrder.little: "<", ByteOrder.big: ">", ByteOrder.auto: None}[
+            ByteOrder(byteorder)
+        ]
         #: bytes consumed so far: the offset of the next byte
         self.offset = 0
         #: index of the record being read; None in the header and after the last record
         self.index = None
         self._count = 0
-        self._names = set()
-        self._acc = bytearray()      # a field split across chunks
-        self._payload = None         # owned payload being filled
+        self._names = set()  # Python's str hash is keyed per process
+        self._name = None  # the current record's name once valid
+        self._acc = bytearray()  # a field split across chunks
+        self._payload = None  # owned payload being filled
         self._enter(MAGIC_FIELD, 4)
 
     # -- driving ------------------------------------------------------------
@@ -82,8 +124,11 @@ class Reader:
             if need and pos == end:
                 return
             take = min(need, end - pos)
-            piece = chunk[pos:pos + take]
-            if self._item == MAGIC_FIELD and bytes(piece) != MAGIC[self._filled:self._filled + take]:
+            piece = chunk[pos : pos + take]
+            if (
+                self._item == MAGIC_FIELD
+                and bytes(piece) != MAGIC[self._filled : self._filled + take]
+            ):
                 raise PTTHError("bad_magic", offset=0)
             pos += take
             self.offset += take
@@ -103,12 +148,12 @@ class Reader:
     def close(self) -> None:
         """The input ended: raise ``truncated`` unless the blob is complete."""
         if self._item != DONE:
-            raise PTTHError("truncated", offset=self.offset, record=self.index)
+            raise self._error("truncated", self.offset)
 
     # -- items --------------------------------------------------------------
 
     def _error(self, reason: str, offset: int) -> PTTHError:
-        return PTTHError(reason, offset=offset, record=self.index)
+        return PTTHError(reason, offset=offset, record=self.index, name=self._name)
 
     def _enter(self, item: str, size: int) -> None:
         self._item, self._start, self._size, self._filled = item, self.offset, size, 0
@@ -116,6 +161,7 @@ class Reader:
             raise self._error("too_large", self.offset)
 
     def _next_record(self) -> None:
+        self._name = None
         if self.index + 1 == self._count:
             self._item, self.index = DONE, None
         else:
@@ -145,10 +191,10 @@ class Reader:
                 name = bytes(field).decode("utf-8")
             except UnicodeDecodeError:
                 raise self._error("bad_name", self._start) from None
+            self._name = name
             if name in self._names:
                 raise self._error("duplicate_name", self._start)
             self._names.add(name)
-            self._name = name
             self._enter(NDIM, 4)
         elif item == NDIM:
             ndim = int.from_bytes(field, "big")
@@ -172,9 +218,12 @@ class Reader:
     def _check_data_len(self, data_len: int) -> None:
         elem, itemsize = DTYPES[self._code]
         nbytes = self._numel * itemsize
-        if nbytes >= 2 ** 64:
+        if nbytes >= 2**64:
             raise self._error("size_overflow", self._start)
-        if self._relabel and 4 * self._numel == data_len:
+        four = 4 * self._numel == data_len
+        if four and (
+            self._relabel == Relabel.on or (self._relabel == Relabel.auto and self._code == 1)
+        ):
             elem, itemsize = "f4", 4
         elif nbytes != data_len:
             raise self._error("length_mismatch", self._start)
@@ -183,6 +232,11 @@ class Reader:
             raise self._error("size_overflow", self._start)
         self._elem = elem
         self._enter(PAYLOAD, data_len)
+        if self._on_header is not None:
+            pending = self._relabel == Relabel.auto and elem == "i4"
+            self._on_header(
+                self._name, self._dims, self._code, elem, self.offset, self.index, not pending
+            )
 
     # -- payloads -----------------------------------------------------------
 
@@ -201,9 +255,11 @@ class Reader:
             self._payload = aligned_empty(self._size if take == self._size else take)
         elif self._filled + take > len(self._payload):
             grown = aligned_empty(min(self._size, max(2 * len(self._payload), self._filled + take)))
-            grown[:self._filled] = self._payload[:self._filled]
+            grown[: self._filled] = self._payload[: self._filled]
             self._payload = grown
-        self._payload[self._filled:self._filled + take] = np.frombuffer(chunk, np.uint8, take, start)
+        self._payload[self._filled : self._filled + take] = np.frombuffer(
+            chunk, np.uint8, take, start
+        )
         self._filled += take
         if self._filled < self._size:
             return None
@@ -211,6 +267,8 @@ class Reader:
         return self._emit(payload, 0)
 
     def _emit(self, payload, start: int):
+        if self._relabel == Relabel.auto and self._elem == "i4" and self._numel:
+            self._decide_relabel(payload, start)
         order = self._decide(payload, start)
         if self._views:
             array = np.frombuffer(payload, order + self._elem, self._numel, start)
@@ -219,8 +277,18 @@ class Reader:
             if order != NATIVE:
                 array.byteswap(inplace=True)
         record = (self._name, array.reshape(self._dims))
+        if self._on_record is not None:
+            self._on_record(self._name, record[1], self._code, self._start, self.index, order)
         self._next_record()
         return record
+
+    def _decide_relabel(self, payload, start: int) -> None:
+        """relabel_float32="auto" on a code-2 payload: floats of a sane magnitude, or small ints?"""
+        order = self.byteorder or "<"
+        words = np.frombuffer(payload, order + "u4", min(self._numel, SCORE_WORDS), start)
+        words = words.astype(np.uint32)  # native order
+        if plausible_words(words) > plausible_ints(words):
+            self._elem = "f4"
 
     def _decide(self, payload, start: int) -> str:
         """Byte order of this payload; byteorder="auto" decides on the first telling float32 one."""

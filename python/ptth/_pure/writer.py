@@ -1,67 +1,82 @@
-"""dumps(): the PTTH encoder."""
+"""encode(): the PTTH encoder, the reference for csrc/core/writer.cpp."""
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Mapping
 
 import numpy as np
 
 from ..errors import PTTHError
 from .deflate import compress as deflate_compress
-from .format import (MAGIC, MAX_NDIM, VERSION, WBITS, check_choice,
-                     check_float_dtype, check_int, dtype_code)
-from .kernels import to_float16
+from .format import MAGIC, MAX_NDIM, NUMPY, VERSION, Convert, DType
+from .kernels import f32_to_f16, f64_to_f16
 
 U32_MAX = 0xFFFFFFFF
+_ITEMSIZE = {DType.float32: 4, DType.float64: 8, DType.int32: 4, DType.float16: 2}
+_HALF_MAX, _FLOAT_MAX = np.float16(65504), np.finfo(np.float32).max
 
 
-def _u32(value: int, what: str) -> bytes:
-    if value > U32_MAX:
-        raise PTTHError("bad_argument", f"{what} ({value}) does not fit in 32 bits")
-    return struct.pack(">I", value)
+def _fail(reason: str, name: str, what: str) -> PTTHError:
+    return PTTHError(reason, f"parameter {name!r}: {what}", name=name)
 
 
-def _record(key, value, target) -> list:
-    """The byte pieces of one record."""
-    if not isinstance(key, str):
-        raise PTTHError("bad_argument", f"names must be str, not {type(key).__name__}")
-    try:
-        name = key.encode("utf-8")
-    except UnicodeEncodeError:
-        raise PTTHError("bad_name", f"{key!r} cannot be encoded as UTF-8") from None
-    try:
-        array = np.asarray(value)
-    except (TypeError, ValueError) as exc:
-        raise PTTHError("bad_argument", f"{key!r}: not an array: {exc}") from None
-    code = dtype_code(array.dtype)
-    if code is None:
-        raise PTTHError("unsupported_dtype", f"{key!r}: PTTH has no code for {array.dtype}")
-    if target == "float16" and code in (0, 1):
-        array, code = to_float16(array), 3
-    elif target == "float32" and code == 1:
+def _payload(
+    name: str, array: np.ndarray, written: DType, convert: Convert, saturate: bool
+) -> np.ndarray:
+    """The record's values as written, little-endian, C order."""
+    if convert == Convert.none:
+        return array
+    if convert == Convert.f64_to_f32:
         with np.errstate(all="ignore"):
-            array, code = array.astype(np.float32), 0
-    if array.ndim > MAX_NDIM:
-        raise PTTHError("bad_argument", f"{key!r} has more than {MAX_NDIM} dims")
-    pieces = [_u32(len(name), "name length"), name, _u32(array.ndim, "ndim")]
-    pieces += [_u32(dim, "a dim") for dim in array.shape]
-    pieces += [_u32(code, "dtype"), _u32(array.nbytes, "payload size")]
-    # little-endian, C order, whatever the input's byte order or strides
-    pieces.append(np.asarray(array, dtype=array.dtype.newbyteorder("<"), order="C"))
-    return pieces
+            out = array.astype(np.float32)
+    else:
+        out = np.empty(array.shape, np.float16)
+        (f32_to_f16 if convert == Convert.f32_to_f16 else f64_to_f16)(array, out)
+    if not np.isfinite(out).all():
+        # finite inputs that came out infinite overflowed; inf and NaN stay what they were
+        over = np.isinf(out) & np.isfinite(array)
+        if over.any():
+            if not saturate:
+                first = int(np.flatnonzero(over.reshape(-1))[0])
+                kind = "float16" if written == DType.float16 else "float32"
+                raise PTTHError(
+                    "overflow",
+                    f"tensor {name!r}: element {first} does not fit "
+                    f"{kind} (pass saturate=True to clip it)",
+                    name=name,
+                )
+            top = _HALF_MAX if written == DType.float16 else _FLOAT_MAX
+            out[over] = np.copysign(top, array[over]).astype(out.dtype)
+    return out
 
 
-def dumps(tensors, *, dtype=None, compress=None, wrapper="zlib") -> bytes:
-    if not isinstance(tensors, Mapping):
-        raise PTTHError("bad_argument", "tensors must be a mapping of name -> array")
-    target = check_float_dtype(dtype, ("float16", "float32"))
-    level = None if compress is None else check_int(compress, "compress", 0, 9)
-    wrapper = check_choice(wrapper, "wrapper", tuple(WBITS))
-    pieces = [MAGIC, struct.pack(">I", VERSION), _u32(len(tensors), "count")]
-    for key, value in tensors.items():
-        pieces += _record(key, value, target)
+def encode(records, level: int, wrapper, saturate: bool) -> bytes:
+    """records: [(name, C-contiguous native array, DType written, Convert)]; level < 0: none."""
+    if len(records) > U32_MAX:
+        raise PTTHError("not_representable", "more than 2**32-1 records")
+    pieces = [MAGIC, struct.pack(">I", VERSION), struct.pack(">I", len(records))]
+    for name, array, written, convert in records:
+        written, convert = DType(written), Convert(convert)
+        try:
+            encoded = name.encode("utf-8")
+        except UnicodeEncodeError:
+            raise PTTHError("bad_name", f"{name!r} cannot be encoded as UTF-8") from None
+        if len(encoded) > U32_MAX:
+            raise _fail("not_representable", name, "the name is longer than 2**32-1 bytes")
+        if array.ndim > MAX_NDIM:
+            raise _fail("not_representable", name, "more than 64 dims")
+        if any(d > U32_MAX for d in array.shape):
+            raise _fail("not_representable", name, "a dim does not fit in 32 bits")
+        nbytes = array.size * _ITEMSIZE[written]
+        if nbytes > U32_MAX:
+            raise _fail("not_representable", name, "its payload is larger than 4 GiB - 1 bytes")
+        payload = _payload(name, array, written, convert, saturate)
+        pieces += [struct.pack(">I", len(encoded)), encoded, struct.pack(">I", array.ndim)]
+        pieces += [struct.pack(">I", d) for d in array.shape]
+        pieces += [struct.pack(">I", int(written)), struct.pack(">I", nbytes)]
+        # little-endian, C order, whatever the input's byte order or strides
+        pieces.append(np.asarray(payload, dtype=NUMPY[written].newbyteorder("<"), order="C"))
     blob = b"".join(pieces)
-    if level is not None:
-        blob = deflate_compress(blob, level, wrapper)
+    if level >= 0:
+        blob = deflate_compress(blob, level, wrapper.name)
     return blob
