@@ -36,6 +36,12 @@ REASONS = {
     "unknown_name": "an update names a parameter the aggregator does not hold",
     "nonfinite": "an update holds NaN or infinity",
     "closed": "the decoder was already closed",
+    # foreign model formats (ptth.convert)
+    "bad_safetensors": "a safetensors file breaks its format (header length, JSON, dtypes, "
+                       "shapes or offsets)",
+    "bad_npz": "an .npz is not a zip of .npy arrays as NumPy writes them",
+    "value_out_of_range": "an integer tensor holds values the target dtype (int32) cannot",
+    "unsupported_name": "the target format cannot hold this tensor name",
 }
 
 
