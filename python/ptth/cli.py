@@ -10,6 +10,7 @@ import numpy as np
 
 import ptth
 
+from . import _cli_model
 from ._source import open_source
 from .errors import PTTHError
 
@@ -23,6 +24,9 @@ def _human(n: int) -> str:
 
 
 def _inspect(args) -> int:
+    fmt = _cli_model.inspect_format(args.file)
+    if fmt != "ptth":
+        return _cli_model.inspect_foreign(args.file, fmt)
     with open_source(args.file) as f:
         head = f.read(4)
         wrapper = ptth.detect_wrapper(head)
@@ -145,7 +149,8 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ptth", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
-    ins = sub.add_parser("inspect", help="list the parameters of a PTTH file (any wrapper)")
+    ins = sub.add_parser("inspect", help="list the parameters of a PTTH (any wrapper), "
+                                         "safetensors or .npz file")
     ins.add_argument("file")
     ins.add_argument("--byteorder", default="<", choices=["<", ">", "auto"])
     ins.add_argument("--relabel-float32", action="store_true")
@@ -174,6 +179,8 @@ def _parser() -> argparse.ArgumentParser:
     bn = sub.add_parser("bench", help="time DESIGN.md's targets on this machine (about a minute)")
     bench.add_arguments(bn)
     bn.set_defaults(run=bench.run, file="bench")
+
+    _cli_model.add_commands(sub)
     return p
 
 

@@ -48,8 +48,16 @@ from ..errors import PTTHError
 from . import _npz, _safetensors
 from ._dtypes import Policy, Tensor, adapt, tensor_from_array
 
-__all__ = ["FORMATS", "EXTENSIONS", "ConversionReport", "detect_format", "load_model",
-           "save_model", "convert", "read_tensors"]
+__all__ = [
+    "EXTENSIONS",
+    "FORMATS",
+    "ConversionReport",
+    "convert",
+    "detect_format",
+    "load_model",
+    "read_tensors",
+    "save_model",
+]
 
 #: the formats this module reads and writes
 FORMATS = ("ptth", "safetensors", "npz")
@@ -349,8 +357,8 @@ def _target_format(target, fmt, what="format") -> str:
     if fmt is None and isinstance(target, (str, os.PathLike)):
         fmt = _extension_format(target)
     if fmt is None:
-        raise ValueError(f"cannot tell the target's format from {target!r}; pass {what}= "
-                         f"({', '.join(FORMATS)}) or use a .ptth, .safetensors or .npz name")
+        raise ValueError(f"cannot tell the format of {os.fspath(target) if isinstance(target, (str, os.PathLike)) else 'the target'}: "
+                         f"name it .ptth, .safetensors or .npz, or pass {what}= (--to)")
     return fmt
 
 

@@ -103,6 +103,37 @@ def _holds_objects(descr) -> bool:
     return False
 
 
+class _ViewFile(io.RawIOBase):
+    """A seekable read-only file over a buffer, without copying it (zipfile needs a file)."""
+
+    def __init__(self, buf):
+        super().__init__()
+        self._view = memoryview(buf).cast("B") if not isinstance(buf, memoryview) else buf
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, out) -> int:
+        chunk = self._view[self._pos:self._pos + len(out)]
+        out[:len(chunk)] = chunk
+        self._pos += len(chunk)
+        return len(chunk)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        base = {0: 0, 1: self._pos, 2: len(self._view)}[whence]
+        if base + offset < 0:
+            raise ValueError("negative seek position")
+        self._pos = base + offset
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+
 def read(buf, *, max_size: int, on_unsupported) -> dict:
     """Tensors of the .npz in `buf` (bytes-like or mmap), views for stored members.
 
@@ -110,8 +141,7 @@ def read(buf, *, max_size: int, on_unsupported) -> dict:
     format holds (e.g. strings, structured, datetime): it raises or returns.
     """
     try:
-        fileobj = buf if hasattr(buf, "seek") else io.BytesIO(buf)
-        archive = zipfile.ZipFile(fileobj)
+        archive = zipfile.ZipFile(io.BufferedReader(_ViewFile(buf)))
         infos = archive.infolist()
     except _ZIP_ERRORS as exc:
         raise _bad(f"not a valid zip archive: {exc}", 0) from None

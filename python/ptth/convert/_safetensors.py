@@ -20,7 +20,13 @@ import struct
 import numpy as np
 
 from ..errors import PTTHError
-from ._dtypes import FOREIGN_BITS, SAFETENSORS, SAFETENSORS_CODE, SAFETENSORS_RANK, Tensor
+from ._dtypes import (
+    FOREIGN_BITS,
+    SAFETENSORS,
+    SAFETENSORS_CODE,
+    SAFETENSORS_RANK,
+    Tensor,
+)
 
 #: the safetensors library's cap on the header, which it calls a sanity limit
 MAX_HEADER = 100_000_000
