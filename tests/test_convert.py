@@ -91,6 +91,12 @@ def test_npz_matches_numpy(tmp_path):
     same(pc.load_model(tmp_path / "b.npz"), m)
 
 
+@pytest.mark.parametrize("fmt", pc.FORMATS)
+def test_empty_model(fmt):
+    # found by the fuzzer: an empty zip is 22 bytes, and zipfile seeks before its start
+    assert pc.load_model(to_bytes({}, fmt)) == {}
+
+
 def test_npz_output_is_deterministic():
     m = model()
     assert to_bytes(m, "npz") == to_bytes(m, "npz")

@@ -125,8 +125,8 @@ class _ViewFile(io.RawIOBase):
 
     def seek(self, offset: int, whence: int = 0) -> int:
         base = {0: 0, 1: self._pos, 2: len(self._view)}[whence]
-        if base + offset < 0:
-            raise ValueError("negative seek position")
+        if base + offset < 0:  # zipfile expects what a real file raises here
+            raise OSError(22, "Invalid argument: negative seek position")
         self._pos = base + offset
         return self._pos
 
