@@ -195,6 +195,11 @@ def _map_file(path):
     with open(path, "rb") as f:
         st = os.fstat(f.fileno())
         if st.st_size and os.path.isfile(path):
+            # MAP_POPULATE maps every page in one call instead of one fault per page
+            populate = getattr(mmap, "MAP_POPULATE", 0)
+            if populate and hasattr(mmap, "MAP_SHARED"):
+                return mmap.mmap(f.fileno(), 0, flags=mmap.MAP_SHARED | populate,
+                                 prot=mmap.PROT_READ)
             return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         return f.read()
 
