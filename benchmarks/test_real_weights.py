@@ -14,15 +14,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import ptth
+import ptth.convert as pc
 import pytest
 import safetensors.numpy as stn
 from zlib_ng import zlib_ng
 
-import ptth
-import ptth.convert as pc
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from data import silero_vad_path  # noqa: E402 - the tests' fetcher, by path
+from data import silero_vad_path
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +29,10 @@ def silero():
     path = silero_vad_path()
     model = {k: np.array(v) for k, v in stn.load_file(str(path)).items()}
     rng = np.random.default_rng(3)
-    delta = {k: (rng.standard_normal(v.shape) * (float(v.std()) * 1e-2 + 1e-6))
-             .astype(np.float32) for k, v in model.items()}
+    delta = {
+        k: (rng.standard_normal(v.shape) * (float(v.std()) * 1e-2 + 1e-6)).astype(np.float32)
+        for k, v in model.items()
+    }
     return path, path.read_bytes(), model, delta
 
 
@@ -52,8 +53,11 @@ def _ours_convert(path):
 def test_load_safetensors(benchmark, silero, impl):
     path = silero[0]
     benchmark.group = "silero load_model safetensors"
-    fn = (lambda: stn.load_file(str(path))) if impl.startswith("baseline") else \
-        (lambda: pc.load_model(path))
+    fn = (
+        (lambda: stn.load_file(str(path)))
+        if impl.startswith("baseline")
+        else (lambda: pc.load_model(path))
+    )
     got = benchmark(fn)
     assert len(got) == 15
 
@@ -86,5 +90,7 @@ def test_compression(benchmark, silero, case, capsys):
     ratio = len(out) / payload
     benchmark.extra_info.update(bytes=len(out), payload=payload, ratio=ratio)
     with capsys.disabled():  # the ratio is the result here: show it whatever -q/-s say
-        print(f"\n  silero {case:<24} {len(out):>10,} bytes = {ratio:6.1%} of the float32 "
-              f"payload ({payload:,} bytes)")
+        print(
+            f"\n  silero {case:<24} {len(out):>10,} bytes = {ratio:6.1%} of the float32 "
+            f"payload ({payload:,} bytes)"
+        )

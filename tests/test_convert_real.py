@@ -13,17 +13,29 @@ import sys
 import zlib
 
 import numpy as np
+import ptth
+import ptth.convert as pc
 import pytest
 import safetensors.numpy as stn
 from data import PARAMETERS, TENSORS, silero_vad_path
 
-import ptth
-import ptth.convert as pc
-
-NAMES = ["stft_conv.weight", "conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias",
-         "conv3.weight", "conv3.bias", "conv4.weight", "conv4.bias", "lstm_cell.weight_ih",
-         "lstm_cell.weight_hh", "lstm_cell.bias_ih", "lstm_cell.bias_hh", "final_conv.weight",
-         "final_conv.bias"]
+NAMES = [
+    "stft_conv.weight",
+    "conv1.weight",
+    "conv1.bias",
+    "conv2.weight",
+    "conv2.bias",
+    "conv3.weight",
+    "conv3.bias",
+    "conv4.weight",
+    "conv4.bias",
+    "lstm_cell.weight_ih",
+    "lstm_cell.weight_hh",
+    "lstm_cell.bias_ih",
+    "lstm_cell.bias_hh",
+    "final_conv.weight",
+    "final_conv.bias",
+]
 REF_DTYPES = {0: "<f4", 1: "<f8", 2: "<i4", 3: "<f2"}
 
 
@@ -40,13 +52,13 @@ def reference_decode(blob: bytes) -> dict:
     pos, out = 12, {}
     for _ in range(count):
         (n,) = struct.unpack_from(">I", raw, pos)
-        name = raw[pos + 4:pos + 4 + n].decode()
+        name = raw[pos + 4 : pos + 4 + n].decode()
         pos += 4 + n
         (ndim,) = struct.unpack_from(">I", raw, pos)
         dims = struct.unpack_from(f">{ndim}I", raw, pos + 4)
         code, length = struct.unpack_from(">II", raw, pos + 4 + 4 * ndim)
         pos += 12 + 4 * ndim
-        out[name] = np.frombuffer(raw[pos:pos + length], REF_DTYPES[code]).reshape(dims)
+        out[name] = np.frombuffer(raw[pos : pos + length], REF_DTYPES[code]).reshape(dims)
         pos += length
     assert pos == len(raw)
     return out
@@ -84,8 +96,10 @@ def test_simulated_round_of_float16_zlib_deltas(silero):
     uploads = []
     for _ in range(clients):
         # local training, simulated: a small change scaled to each tensor's spread
-        delta = {k: (rng.standard_normal(v.shape) * (float(v.std()) * 1e-2 + 1e-6))
-                 .astype(np.float32) for k, v in template.items()}
+        delta = {
+            k: (rng.standard_normal(v.shape) * (float(v.std()) * 1e-2 + 1e-6)).astype(np.float32)
+            for k, v in template.items()
+        }
         uploads.append(ptth.dumps(delta, dtype="float16", compress=6))
     agg = ptth.Aggregator(template)
     for blob, w in zip(uploads, weights):
@@ -113,19 +127,37 @@ def test_cli_aggregate_on_real_weights(silero, tmp_path):
     folder.mkdir()
     weights, blobs = [], []
     for i in range(5):
-        delta = {k: (rng.standard_normal(v.shape) * 1e-3).astype(np.float32)
-                 for k, v in template.items()}
+        delta = {
+            k: (rng.standard_normal(v.shape) * 1e-3).astype(np.float32) for k, v in template.items()
+        }
         blob = ptth.dumps(delta, dtype="float16", compress=6)
         (folder / f"client{i}.ptth").write_bytes(blob)
         weights.append(float(rng.integers(1, 100)))
         blobs.append(blob)
-    (tmp_path / "w.txt").write_text("".join(f"client{i}.ptth {w:g}\n"
-                                            for i, w in enumerate(weights)))
+    (tmp_path / "w.txt").write_text(
+        "".join(f"client{i}.ptth {w:g}\n" for i, w in enumerate(weights))
+    )
     out = tmp_path / "new.safetensors"
-    res = subprocess.run([sys.executable, "-m", "ptth.cli", "aggregate", "--template",
-                          str(silero), str(folder), "--weights", str(tmp_path / "w.txt"),
-                          "-o", str(out)], capture_output=True, text=True, timeout=120,
-                         env=dict(os.environ, PYTHONIOENCODING="utf-8"), check=False)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ptth.cli",
+            "aggregate",
+            "--template",
+            str(silero),
+            str(folder),
+            "--weights",
+            str(tmp_path / "w.txt"),
+            "-o",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, PYTHONIOENCODING="utf-8"),
+        check=False,
+    )
     assert res.returncode == 0, res.stderr
     assert "5 accepted, 0 rejected" in res.stdout
     new = stn.load_file(str(out))

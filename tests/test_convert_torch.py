@@ -9,10 +9,9 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-import pytest
-
 import ptth
 import ptth.convert as pc
+import pytest
 
 STATE = {  # what a Conv + BatchNorm state_dict holds, as NumPy arrays
     "conv.weight": np.random.default_rng(0).standard_normal((4, 3, 3, 3)).astype(np.float32),
@@ -107,6 +106,7 @@ def test_torch_bfloat16_goes_out_widened_exactly(tmp_path):
     assert torch.equal(back, t)
     # a bfloat16 safetensors file, as torch writes it, loads widened and reported
     from safetensors.torch import save_file
+
     save_file({"w": t}, str(tmp_path / "bf.safetensors"))
     rep = pc.ConversionReport()
     got = pc.load_model(tmp_path / "bf.safetensors", report=rep)

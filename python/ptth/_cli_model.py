@@ -70,21 +70,35 @@ class _Source:
 
 def _policy_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("dtype policy (what the target format cannot hold)")
-    g.add_argument("--no-widen-bfloat16", dest="widen_bfloat16", action="store_false",
-                   help="treat bfloat16 as unsupported instead of widening it to float32 "
-                        "(exact)")
-    g.add_argument("--no-narrow-int64", dest="narrow_int64", action="store_false",
-                   help="treat int64/uint32/uint64 as unsupported instead of narrowing them to "
-                        "int32 when every value fits")
-    g.add_argument("--skip-unsupported", dest="unsupported", action="store_const",
-                   const="skip", default="error",
-                   help="leave out (and report) tensors the target cannot hold, instead of "
-                        "failing")
+    g.add_argument(
+        "--no-widen-bfloat16",
+        dest="widen_bfloat16",
+        action="store_false",
+        help="treat bfloat16 as unsupported instead of widening it to float32 (exact)",
+    )
+    g.add_argument(
+        "--no-narrow-int64",
+        dest="narrow_int64",
+        action="store_false",
+        help="treat int64/uint32/uint64 as unsupported instead of narrowing them to "
+        "int32 when every value fits",
+    )
+    g.add_argument(
+        "--skip-unsupported",
+        dest="unsupported",
+        action="store_const",
+        const="skip",
+        default="error",
+        help="leave out (and report) tensors the target cannot hold, instead of failing",
+    )
 
 
 def _policy(args) -> dict:
-    return {"widen_bfloat16": args.widen_bfloat16, "narrow_int64": args.narrow_int64,
-            "unsupported": args.unsupported}
+    return {
+        "widen_bfloat16": args.widen_bfloat16,
+        "narrow_int64": args.narrow_int64,
+        "unsupported": args.unsupported,
+    }
 
 
 def _shape(shape) -> str:
@@ -100,6 +114,7 @@ def _human(n: float) -> str:
 
 
 # ---- inspect (safetensors, .npz) --------------------------------------------------
+
 
 def inspect_foreign(path, fmt: str) -> int:
     """Print a safetensors or .npz file's tensors as ``ptth inspect`` prints a PTTH file."""
@@ -120,23 +135,31 @@ def inspect_foreign(path, fmt: str) -> int:
 
 # ---- convert --------------------------------------------------------------------
 
+
 def _convert(args) -> int:
     with _at(args.input):
-        report = pc.convert(args.input, args.output, src_format=args.src_format,
-                            dst_format=args.dst_format, compress=args.compress,
-                            wrapper=args.wrapper, align=args.align, max_size=args.max_size,
-                            **_policy(args))
+        report = pc.convert(
+            args.input,
+            args.output,
+            src_format=args.src_format,
+            dst_format=args.dst_format,
+            compress=args.compress,
+            wrapper=args.wrapper,
+            align=args.align,
+            max_size=args.max_size,
+            **_policy(args),
+        )
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
-        print(f"{args.input} ({report.source_format}) -> {args.output} "
-              f"({report.target_format})")
+        print(f"{args.input} ({report.source_format}) -> {args.output} ({report.target_format})")
         for line in report.lines():
             print(f"  {line}")
     return 0
 
 
 # ---- aggregate ------------------------------------------------------------------
+
 
 def _list_uploads(paths, lists) -> list:
     """Upload paths in the order given: files, files of directories (sorted), list files."""
@@ -189,8 +212,11 @@ def read_weights(path: str, uploads: list) -> list:
             lines = f.read().splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"{path}: cannot read the weights file: {exc}") from None
-    rows = [(n, line.strip()) for n, line in enumerate(lines, 1)
-            if line.strip() and not line.strip().startswith("#")]
+    rows = [
+        (n, line.strip())
+        for n, line in enumerate(lines, 1)
+        if line.strip() and not line.strip().startswith("#")
+    ]
     forms = {len(text.split()) == 1 for _, text in rows}
     if forms == {True} or not rows:
         if len(rows) != len(uploads):
@@ -217,8 +243,10 @@ def read_weights(path: str, uploads: list) -> list:
         weights[i] = _weight(value, f"{path}:{n}")
     missing = [u for u, w in zip(uploads, weights) if w is None]
     if missing:
-        raise UsageError(f"{path}: no weight for {missing[0]}"
-                         + (f" and {len(missing) - 1} more" if len(missing) > 1 else ""))
+        raise UsageError(
+            f"{path}: no weight for {missing[0]}"
+            + (f" and {len(missing) - 1} more" if len(missing) > 1 else "")
+        )
     return weights
 
 
@@ -245,9 +273,11 @@ class _Progress:
                 self._last = now
                 filled = 30 * self.done // self.total
                 rate = self.done / max(now - self.start, 1e-9)
-                sys.stderr.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {self.done}/"
-                                 f"{self.total} uploads, {self.rejected} rejected, "
-                                 f"{rate:.1f}/s")
+                sys.stderr.write(
+                    f"\r[{'#' * filled}{'.' * (30 - filled)}] {self.done}/"
+                    f"{self.total} uploads, {self.rejected} rejected, "
+                    f"{rate:.1f}/s"
+                )
                 sys.stderr.flush()
 
     def close(self) -> None:
@@ -260,8 +290,7 @@ def _read_upload(path: str, max_size, policy: dict):
     """An upload as aggregator input: PTTH bytes as they are, other formats as a mapping."""
     with open(path, "rb") as f:
         data = f.read()
-    fmt = pc.detect_format(path) if path.endswith(tuple(pc.EXTENSIONS)) else \
-        pc.detect_format(data)
+    fmt = pc.detect_format(path) if path.endswith(tuple(pc.EXTENSIONS)) else pc.detect_format(data)
     if fmt == "ptth":
         return data, len(data)
     return pc.load_model(data, format=fmt, max_size=max_size, **policy), len(data)
@@ -273,8 +302,13 @@ def _aggregate(args) -> int:
     out_fmt = args.dst_format or pc.EXTENSIONS.get(os.path.splitext(args.output)[1].lower())
     t_report = pc.ConversionReport()
     with _at(args.template):
-        template = pc.load_model(args.template, format=args.template_format, report=t_report,
-                                 max_size=args.max_size, **_policy(args))
+        template = pc.load_model(
+            args.template,
+            format=args.template_format,
+            report=t_report,
+            max_size=args.max_size,
+            **_policy(args),
+        )
     out_fmt = out_fmt or t_report.source_format
     agg = ptth.Aggregator(template)
     add_kw = {"kind": args.kind}
@@ -296,11 +330,21 @@ def _aggregate(args) -> int:
             fold(agg, update, weights[i], add_kw)
             failure = None
         except PTTHError as exc:
-            failure = {"upload": path, "reason": exc.reason, "offset": exc.offset,
-                       "record": exc.record, "message": exc.message}
+            failure = {
+                "upload": path,
+                "reason": exc.reason,
+                "offset": exc.offset,
+                "record": exc.record,
+                "message": exc.message,
+            }
         except OSError as exc:
-            failure = {"upload": path, "reason": "unreadable", "offset": None, "record": None,
-                       "message": exc.strerror or str(exc)}
+            failure = {
+                "upload": path,
+                "reason": "unreadable",
+                "offset": None,
+                "record": None,
+                "message": exc.strerror or str(exc),
+            }
         if failure:
             with lock:
                 rejected.append((i, failure))
@@ -315,26 +359,38 @@ def _aggregate(args) -> int:
     seconds = time.perf_counter() - t0
     rejected = [f for _, f in sorted(rejected, key=lambda r: r[0])]
     summary = {
-        "template": str(args.template), "template_format": t_report.source_format,
+        "template": str(args.template),
+        "template_format": t_report.source_format,
         "template_tensors": len(template),
         "template_parameters": int(sum(v.size for v in template.values())),
-        "uploads": len(uploads), "accepted": agg.count, "rejected": rejected,
-        "total_weight": agg.total_weight, "bytes_read": bytes_read, "seconds": seconds,
+        "uploads": len(uploads),
+        "accepted": agg.count,
+        "rejected": rejected,
+        "total_weight": agg.total_weight,
+        "bytes_read": bytes_read,
+        "seconds": seconds,
         "uploads_per_second": len(uploads) / seconds if seconds > 0 else None,
-        "threads": threads, "kind": args.kind, "output": str(args.output),
-        "output_format": out_fmt, "template_conversion": t_report.to_dict(),
+        "threads": threads,
+        "kind": args.kind,
+        "output": str(args.output),
+        "output_format": out_fmt,
+        "template_conversion": t_report.to_dict(),
     }
     if agg.count == 0:
         summary["output"] = None
         _print_summary(summary, args)
-        print(f"ptth: aggregate: none of the {len(uploads)} uploads was accepted; "
-              f"{args.output} not written", file=sys.stderr)
+        print(
+            f"ptth: aggregate: none of the {len(uploads)} uploads was accepted; "
+            f"{args.output} not written",
+            file=sys.stderr,
+        )
         return 1
     new = agg.apply(lr=args.lr)
     metadata = t_report.metadata if out_fmt == "safetensors" and t_report.metadata else None
     with _at(args.output):
-        written = pc.save_model(new, args.output, format=out_fmt, metadata=metadata,
-                                compress=args.compress)
+        written = pc.save_model(
+            new, args.output, format=out_fmt, metadata=metadata, compress=args.compress
+        )
     summary["bytes_written"] = written.bytes_written
     _print_summary(summary, args)
     return 1 if rejected and args.fail_on_reject else 0
@@ -345,37 +401,49 @@ def _print_summary(s: dict, args) -> None:
         print(json.dumps(s, indent=2))
         return
     conv = s["template_conversion"]
-    print(f"template  {s['template']} ({s['template_format']}, {s['template_tensors']} tensors, "
-          f"{s['template_parameters']:,} parameters)")
+    print(
+        f"template  {s['template']} ({s['template_format']}, {s['template_tensors']} tensors, "
+        f"{s['template_parameters']:,} parameters)"
+    )
     for what in ("widened", "narrowed"):
         if conv[what]:
             print(f"          {what}: {', '.join(conv[what])}")
     for name, why in conv["skipped"].items():
         print(f"          skipped {name}: {why}")
-    print(f"uploads   {s['uploads']} given, {s['accepted']} accepted, {len(s['rejected'])} "
-          f"rejected; total weight {s['total_weight']:g}; kind {s['kind']}")
+    print(
+        f"uploads   {s['uploads']} given, {s['accepted']} accepted, {len(s['rejected'])} "
+        f"rejected; total weight {s['total_weight']:g}; kind {s['kind']}"
+    )
     rate = s["uploads_per_second"]
-    print(f"read      {s['bytes_read']:,} bytes ({_human(s['bytes_read'])}) in "
-          f"{s['seconds']:.2f} s, {rate:.1f} uploads/s, {s['threads']} threads"
-          if rate else f"read      {s['bytes_read']:,} bytes")
+    print(
+        f"read      {s['bytes_read']:,} bytes ({_human(s['bytes_read'])}) in "
+        f"{s['seconds']:.2f} s, {rate:.1f} uploads/s, {s['threads']} threads"
+        if rate
+        else f"read      {s['bytes_read']:,} bytes"
+    )
     for r in s["rejected"]:
         where = []
         if r["offset"] is not None:
             where.append(f"offset {r['offset']}")
         if r["record"] is not None:
             where.append(f"record {r['record']}")
-        print(f"rejected  {r['upload']}: {r['reason']}"
-              + (f" at {', '.join(where)}" if where else "") + f": {r['message']}")
+        print(
+            f"rejected  {r['upload']}: {r['reason']}"
+            + (f" at {', '.join(where)}" if where else "")
+            + f": {r['message']}"
+        )
     if s["output"]:
         print(f"wrote     {s['output']} ({s['output_format']}, {s['bytes_written']:,} bytes)")
 
 
 # ---- diff -----------------------------------------------------------------------
 
+
 def _as_float64(t):
     """A tensor's values as float64 for comparison, or None when NumPy cannot read them."""
     if t.dtype == "bfloat16":
         from .convert._dtypes import bfloat16_to_float32
+
         return bfloat16_to_float32(t.array, t.shape).astype(np.float64)
     if t.dtype.startswith("complex"):
         return t.array.astype(np.complex128)
@@ -395,17 +463,24 @@ def diff_tensors(a: dict, b: dict) -> dict:
         else:
             x, y = _as_float64(ta), _as_float64(tb)
             if x is None or y is None:
-                same = x is None and y is None and ta.dtype == tb.dtype and \
-                    bytes(ta.array) == bytes(tb.array)
+                same = (
+                    x is None
+                    and y is None
+                    and ta.dtype == tb.dtype
+                    and bytes(ta.array) == bytes(tb.array)
+                )
                 row.update(status="same bytes" if same else "not comparable")
             else:
                 with np.errstate(all="ignore"):
                     d = np.abs(x - y)
                     d[(x == y) | (np.isnan(x) & np.isnan(y))] = 0.0  # inf == inf, nan ~ nan
                     d[np.isnan(d)] = np.inf
-                row.update(status="compared", max_abs=float(d.max(initial=0.0)),
-                           mean_abs=float(d.mean()) if d.size else 0.0,
-                           differing=int(np.count_nonzero(d)))
+                row.update(
+                    status="compared",
+                    max_abs=float(d.max(initial=0.0)),
+                    mean_abs=float(d.mean()) if d.size else 0.0,
+                    differing=int(np.count_nonzero(d)),
+                )
         rows.append(row)
     return {"tensors": rows, "only_a": only_a, "only_b": only_b}
 
@@ -418,10 +493,11 @@ def _diff(args) -> int:
     result = diff_tensors(a, b)
     tol = args.atol
     differ = bool(result["only_a"] or result["only_b"]) or any(
-        r["status"] in ("shape", "not comparable") or
-        (r["status"] == "compared" and r["max_abs"] > tol) for r in result["tensors"])
-    result.update(a=str(args.a), b=str(args.b), format_a=fa, format_b=fb, atol=tol,
-                  differ=differ)
+        r["status"] in ("shape", "not comparable")
+        or (r["status"] == "compared" and r["max_abs"] > tol)
+        for r in result["tensors"]
+    )
+    result.update(a=str(args.a), b=str(args.b), format_a=fa, format_b=fb, atol=tol, differ=differ)
     if args.json:
         print(json.dumps(result, indent=2))
         return 1 if differ else 0
@@ -442,82 +518,116 @@ def _diff(args) -> int:
     for name in result["only_b"]:
         print(f"only in b: {name}")
     n = len(result["tensors"])
-    print(f"{n} tensors compared; " + ("they differ" if differ else
-                                       f"identical within {tol:g}"))
+    print(f"{n} tensors compared; " + ("they differ" if differ else f"identical within {tol:g}"))
     return 1 if differ else 0
 
 
 # ---- registration -----------------------------------------------------------------
 
+
 def add_commands(sub) -> None:
     """Add convert, aggregate and diff to the ``ptth`` subparsers."""
     fmt = argparse.RawDescriptionHelpFormatter
     cv = sub.add_parser(
-        "convert", help="convert a model between PTTH, safetensors and .npz",
+        "convert",
+        help="convert a model between PTTH, safetensors and .npz",
         formatter_class=fmt,
         description="Convert a model file. Formats come from the extensions (.ptth, "
-                    ".safetensors, .npz), from --from/--to, or (input) from the first bytes.",
+        ".safetensors, .npz), from --from/--to, or (input) from the first bytes.",
         epilog="example:\n  ptth convert model.safetensors model.ptth --compress 6\n"
-               "  ptth convert upload.ptth upload.npz --skip-unsupported --json")
+        "  ptth convert upload.ptth upload.npz --skip-unsupported --json",
+    )
     cv.add_argument("input")
     cv.add_argument("output")
     cv.add_argument("--from", dest="src_format", choices=_FORMATS)
     cv.add_argument("--to", dest="dst_format", choices=_FORMATS)
-    cv.add_argument("--compress", type=int, default=None, metavar="LEVEL",
-                    help="PTTH: zlib level 0..9 (see --wrapper); npz: deflate level")
+    cv.add_argument(
+        "--compress",
+        type=int,
+        default=None,
+        metavar="LEVEL",
+        help="PTTH: zlib level 0..9 (see --wrapper); npz: deflate level",
+    )
     cv.add_argument("--wrapper", default="zlib", choices=["zlib", "gzip", "deflate"])
-    cv.add_argument("--align", action="store_true",
-                    help="safetensors: lay tensors out as the safetensors library does")
+    cv.add_argument(
+        "--align",
+        action="store_true",
+        help="safetensors: lay tensors out as the safetensors library does",
+    )
     cv.add_argument("--max-size", type=int, default=None, help="limit on decoded bytes")
     cv.add_argument("--json", action="store_true", help="print the report as JSON")
     _policy_arguments(cv)
     cv.set_defaults(run=_guarded("convert", _convert), file=None)
 
     ag = sub.add_parser(
-        "aggregate", help="run one FedAvg round: template + uploads -> new model",
+        "aggregate",
+        help="run one FedAvg round: template + uploads -> new model",
         formatter_class=fmt,
         description="Fold every upload into the template (threads), list rejected uploads "
-                    "with their reason and offset, and write the new model "
-                    "(template + lr * weighted mean) in the template's format, or the "
-                    "format of -o's extension. Exit 1 when no upload was accepted.",
+        "with their reason and offset, and write the new model "
+        "(template + lr * weighted mean) in the template's format, or the "
+        "format of -o's extension. Exit 1 when no upload was accepted.",
         epilog="weights file (--weights): one number per line in upload order, or lines\n"
-               "'name weight' where name is an upload's path or file name; # comments.\n\n"
-               "example:\n  ptth aggregate --template global.safetensors uploads/ "
-               "--weights samples.txt -o new.safetensors")
+        "'name weight' where name is an upload's path or file name; # comments.\n\n"
+        "example:\n  ptth aggregate --template global.safetensors uploads/ "
+        "--weights samples.txt -o new.safetensors",
+    )
     ag.add_argument("uploads", nargs="*", help="upload files or directories of uploads")
     ag.add_argument("--template", required=True, help="the global model (any format)")
     ag.add_argument("-o", "--output", required=True, help="where to write the new model")
-    ag.add_argument("--list", action="append", metavar="FILE",
-                    help="a file listing upload paths, one per line (repeatable)")
+    ag.add_argument(
+        "--list",
+        action="append",
+        metavar="FILE",
+        help="a file listing upload paths, one per line (repeatable)",
+    )
     ag.add_argument("--weights", metavar="FILE", help="per-upload weights, e.g. sample counts")
-    ag.add_argument("--kind", default="delta", choices=["delta", "full"],
-                    help="uploads are deltas (default) or full weights")
+    ag.add_argument(
+        "--kind",
+        default="delta",
+        choices=["delta", "full"],
+        help="uploads are deltas (default) or full weights",
+    )
     ag.add_argument("--lr", type=float, default=1.0, help="server learning rate (default 1)")
     ag.add_argument("--threads", type=int, default=0, help="0: one per core")
     ag.add_argument("--template-format", choices=_FORMATS)
     ag.add_argument("--to", dest="dst_format", choices=_FORMATS)
-    ag.add_argument("--compress", type=int, default=None, metavar="LEVEL",
-                    help="compress the output (PTTH zlib / npz deflate level)")
+    ag.add_argument(
+        "--compress",
+        type=int,
+        default=None,
+        metavar="LEVEL",
+        help="compress the output (PTTH zlib / npz deflate level)",
+    )
     ag.add_argument("--byteorder", default="<", choices=["<", ">", "auto"])
     ag.add_argument("--relabel-float32", action="store_true")
     ag.add_argument("--max-size", type=int, default=None, help="limit on decoded bytes")
-    ag.add_argument("--fail-on-reject", action="store_true",
-                    help="exit 1 if any upload was rejected (the model is still written)")
+    ag.add_argument(
+        "--fail-on-reject",
+        action="store_true",
+        help="exit 1 if any upload was rejected (the model is still written)",
+    )
     ag.add_argument("--json", action="store_true", help="print the summary as JSON")
     _policy_arguments(ag)
     ag.set_defaults(run=_guarded("aggregate", _aggregate), file=None)
 
     df = sub.add_parser(
-        "diff", help="per-tensor max/mean absolute differences of two models",
+        "diff",
+        help="per-tensor max/mean absolute differences of two models",
         formatter_class=fmt,
         description="Compare two model files (any formats) tensor by tensor. Exit 0 when "
-                    "they hold the same names and shapes and every difference is <= --atol, "
-                    "1 when they differ, 2 on bad input.",
-        epilog="example:\n  ptth diff old.safetensors new.ptth --atol 1e-3")
+        "they hold the same names and shapes and every difference is <= --atol, "
+        "1 when they differ, 2 on bad input.",
+        epilog="example:\n  ptth diff old.safetensors new.ptth --atol 1e-3",
+    )
     df.add_argument("a")
     df.add_argument("b")
-    df.add_argument("--atol", type=float, default=0.0,
-                    help="largest absolute difference counted as equal (default 0)")
+    df.add_argument(
+        "--atol",
+        type=float,
+        default=0.0,
+        help="largest absolute difference counted as equal (default 0)",
+    )
     df.add_argument("--format-a", choices=_FORMATS)
     df.add_argument("--format-b", choices=_FORMATS)
     df.add_argument("--max-size", type=int, default=None, help="limit on decoded bytes")

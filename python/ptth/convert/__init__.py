@@ -104,18 +104,26 @@ class ConversionReport:
 
     def to_dict(self) -> dict:
         """A JSON-ready dict of every field."""
-        return {"source_format": self.source_format, "target_format": self.target_format,
-                "tensors": {k: list(v) for k, v in self.tensors.items()},
-                "widened": list(self.widened), "narrowed": list(self.narrowed),
-                "skipped": dict(self.skipped), "dropped": dict(self.dropped),
-                "metadata": dict(self.metadata), "parameters": self.parameters,
-                "bytes_read": self.bytes_read, "bytes_written": self.bytes_written}
+        return {
+            "source_format": self.source_format,
+            "target_format": self.target_format,
+            "tensors": {k: list(v) for k, v in self.tensors.items()},
+            "widened": list(self.widened),
+            "narrowed": list(self.narrowed),
+            "skipped": dict(self.skipped),
+            "dropped": dict(self.dropped),
+            "metadata": dict(self.metadata),
+            "parameters": self.parameters,
+            "bytes_read": self.bytes_read,
+            "bytes_written": self.bytes_written,
+        }
 
     def lines(self) -> list:
         """A short human-readable summary, one line per fact."""
-        out = [f"{len(self.tensors)} tensors, {self.parameters:,} parameters"
-               + (f", {self.bytes_written:,} bytes written" if self.bytes_written is not None
-                  else "")]
+        out = [
+            f"{len(self.tensors)} tensors, {self.parameters:,} parameters"
+            + (f", {self.bytes_written:,} bytes written" if self.bytes_written is not None else "")
+        ]
         for what, names in (("widened", self.widened), ("narrowed", self.narrowed)):
             if names:
                 pairs = ", ".join(f"{n} ({'->'.join(self.tensors[n])})" for n in names)
@@ -128,6 +136,7 @@ class ConversionReport:
 
 
 # ---- formats and sources ---------------------------------------------------------
+
 
 def _check_format(fmt, what="format"):
     if fmt is not None and fmt not in FORMATS:
@@ -143,8 +152,11 @@ def _sniff(head) -> str:
     head = bytes(head[:16])
     if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
         return "npz"
-    if len(head) >= 9 and head[8:9] == b"{" and \
-            int.from_bytes(head[:8], "little") <= _safetensors.MAX_HEADER:
+    if (
+        len(head) >= 9
+        and head[8:9] == b"{"
+        and int.from_bytes(head[:8], "little") <= _safetensors.MAX_HEADER
+    ):
         return "safetensors"
     return "ptth"  # PTTH, or PTTH in zlib/gzip/raw DEFLATE (which may start with anything)
 
@@ -198,8 +210,9 @@ def _map_file(path):
             # MAP_POPULATE maps every page in one call instead of one fault per page
             populate = getattr(mmap, "MAP_POPULATE", 0)
             if populate and hasattr(mmap, "MAP_SHARED"):
-                return mmap.mmap(f.fileno(), 0, flags=mmap.MAP_SHARED | populate,
-                                 prot=mmap.PROT_READ)
+                return mmap.mmap(
+                    f.fileno(), 0, flags=mmap.MAP_SHARED | populate, prot=mmap.PROT_READ
+                )
             return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         return f.read()
 
@@ -215,14 +228,19 @@ def _source_bytes(source):
         return data, None
     if _is_buffer(source):
         view = memoryview(source)
-        return (source if view.format in ("B", "b", "c") and view.ndim == 1 and
-                view.c_contiguous else view.cast("B")), None
-    raise TypeError(f"source must be a path, a bytes-like object or a binary file, not "
-                    f"{type(source).__name__}")
+        return (
+            source
+            if view.format in ("B", "b", "c") and view.ndim == 1 and view.c_contiguous
+            else view.cast("B")
+        ), None
+    raise TypeError(
+        f"source must be a path, a bytes-like object or a binary file, not {type(source).__name__}"
+    )
 
 
-def read_tensors(source, *, format=None, byteorder="<", relabel_float32=False,
-                 max_size=None) -> tuple:
+def read_tensors(
+    source, *, format=None, byteorder="<", relabel_float32=False, max_size=None
+) -> tuple:
     """The tensors of a model file as stored, before any policy.
 
     Returns ``(tensors, metadata, format)``: ``tensors`` maps names to
@@ -253,18 +271,24 @@ def _read(source, format, byteorder, relabel_float32, max_size) -> tuple:
     _check_format(format)
     if (byteorder, relabel_float32) != ("<", False) and format not in (None, "ptth"):
         raise ValueError("byteorder and relabel_float32 apply to PTTH sources only")
-    if max_size is not None and (isinstance(max_size, bool) or not isinstance(max_size, int)
-                                 or max_size < 0):
+    if max_size is not None and (
+        isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 0
+    ):
         raise ValueError(f"max_size must be a non-negative integer or None, not {max_size!r}")
     limit = ptth.DEFAULT_MAX_SIZE if max_size is None else max_size
     buf, path = _source_bytes(source)
     size = memoryview(buf).nbytes
     fmt = format or (path and _extension_format(path)) or _sniff(buf[:16])
     if fmt == "ptth":
-        arrays = ptth.loads(buf, byteorder=byteorder, relabel_float32=relabel_float32,
-                            max_size=max_size)
-        return {k: Tensor(np.dtype(v.dtype.str[1:]).name, v.shape, v)
-                for k, v in arrays.items()}, {}, fmt, size
+        arrays = ptth.loads(
+            buf, byteorder=byteorder, relabel_float32=relabel_float32, max_size=max_size
+        )
+        return (
+            {k: Tensor(np.dtype(v.dtype.str[1:]).name, v.shape, v) for k, v in arrays.items()},
+            {},
+            fmt,
+            size,
+        )
     if (byteorder, relabel_float32) != ("<", False):
         raise ValueError(f"byteorder and relabel_float32 apply to PTTH sources, not {fmt}")
     if fmt == "safetensors":
@@ -286,8 +310,11 @@ def _apply(tensors: dict, fmt: str | None, policy: Policy, report: ConversionRep
             if policy.unsupported == "skip":
                 report.skipped[name] = why
                 continue
-            raise PTTHError("unsupported_dtype", f"tensor {name!r}: {why}; pass "
-                            "unsupported='skip' (--skip-unsupported) to leave it out")
+            raise PTTHError(
+                "unsupported_dtype",
+                f"tensor {name!r}: {why}; pass "
+                "unsupported='skip' (--skip-unsupported) to leave it out",
+            )
         kept = adapt(name, t, fmt or "ptth", policy, report)
         if kept is not None:
             out.append((name, kept))
@@ -296,9 +323,19 @@ def _apply(tensors: dict, fmt: str | None, policy: Policy, report: ConversionRep
 
 # ---- the public calls --------------------------------------------------------------
 
-def load_model(source, *, format=None, report=None, widen_bfloat16=True, narrow_int64=True,
-               unsupported="error", byteorder="<", relabel_float32=False,
-               max_size=None) -> dict:
+
+def load_model(
+    source,
+    *,
+    format=None,
+    report=None,
+    widen_bfloat16=True,
+    narrow_int64=True,
+    unsupported="error",
+    byteorder="<",
+    relabel_float32=False,
+    max_size=None,
+) -> dict:
     """A model file as ``{name: ndarray}`` in PTTH's dtypes, ready for ``ptth.Aggregator``.
 
     Args:
@@ -342,15 +379,16 @@ def _check_write_options(fmt, metadata, compress, wrapper, align):
         if fmt != "safetensors":
             raise ValueError(f"metadata can only be written to safetensors, not {fmt}")
         if not isinstance(metadata, Mapping) or not all(
-                isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
+            isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
+        ):
             raise TypeError("metadata must map str to str")
     if compress is not None:
-        if isinstance(compress, bool) or not isinstance(compress, int) or \
-                not 0 <= compress <= 9:
+        if isinstance(compress, bool) or not isinstance(compress, int) or not 0 <= compress <= 9:
             raise ValueError(f"compress must be None or a level 0..9, not {compress!r}")
         if fmt == "safetensors":
-            raise ValueError("safetensors files are not compressed; compress applies to "
-                             "ptth and npz")
+            raise ValueError(
+                "safetensors files are not compressed; compress applies to ptth and npz"
+            )
     if wrapper not in _WRAPPERS:
         raise ValueError(f"wrapper must be one of {', '.join(_WRAPPERS)}, not {wrapper!r}")
     if not isinstance(align, bool):
@@ -362,8 +400,10 @@ def _target_format(target, fmt, what="format") -> str:
     if fmt is None and isinstance(target, (str, os.PathLike)):
         fmt = _extension_format(target)
     if fmt is None:
-        raise ValueError(f"cannot tell the format of {os.fspath(target) if isinstance(target, (str, os.PathLike)) else 'the target'}: "
-                         f"name it .ptth, .safetensors or .npz, or pass {what}= (--to)")
+        raise ValueError(
+            f"cannot tell the format of {os.fspath(target) if isinstance(target, (str, os.PathLike)) else 'the target'}: "
+            f"name it .ptth, .safetensors or .npz, or pass {what}= (--to)"
+        )
     return fmt
 
 
@@ -372,8 +412,7 @@ def _write(items: list, target, fmt: str, metadata, compress, wrapper, align) ->
     if fmt == "ptth":
         for name, _ in items:
             _check_ptth_name(name)
-        blob = ptth.dumps({name: t.array for name, t in items}, compress=compress,
-                          wrapper=wrapper)
+        blob = ptth.dumps({name: t.array for name, t in items}, compress=compress, wrapper=wrapper)
         return _emit(target, lambda f: f.write(blob) and len(blob))
     if fmt == "safetensors":
         items = _safetensors.library_order(items) if align else items
@@ -385,16 +424,18 @@ def _check_ptth_name(name: str) -> None:
     try:
         name.encode("utf-8")
     except UnicodeEncodeError:
-        raise PTTHError("unsupported_name", f"tensor name {name!r} cannot be written as "
-                                            "UTF-8") from None
+        raise PTTHError(
+            "unsupported_name", f"tensor name {name!r} cannot be written as UTF-8"
+        ) from None
 
 
 def _emit(target, write_to) -> int:
     if isinstance(target, (str, os.PathLike)):
         path = os.fspath(target)
         folder = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
-                                   dir=folder)
+        fd, tmp = tempfile.mkstemp(
+            prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder
+        )
         try:
             with os.fdopen(fd, "wb") as f:
                 write_to(f)
@@ -406,8 +447,9 @@ def _emit(target, write_to) -> int:
             raise
         return os.path.getsize(path)
     if not hasattr(target, "write"):
-        raise TypeError(f"target must be a path or a writable binary file, not "
-                        f"{type(target).__name__}")
+        raise TypeError(
+            f"target must be a path or a writable binary file, not {type(target).__name__}"
+        )
     if isinstance(target, io.TextIOBase):
         raise TypeError("the target file must be opened in binary mode")
     start = target.tell() if hasattr(target, "tell") and target.seekable() else None
@@ -417,9 +459,19 @@ def _emit(target, write_to) -> int:
     return written if isinstance(written, int) else None
 
 
-def save_model(tensors, target, *, format=None, metadata=None, compress=None, wrapper="zlib",
-               align=False, widen_bfloat16=True, narrow_int64=True,
-               unsupported="error") -> ConversionReport:
+def save_model(
+    tensors,
+    target,
+    *,
+    format=None,
+    metadata=None,
+    compress=None,
+    wrapper="zlib",
+    align=False,
+    widen_bfloat16=True,
+    narrow_int64=True,
+    unsupported="error",
+) -> ConversionReport:
     """Write ``{name: array}`` as a PTTH, safetensors or .npz file.
 
     Args:
@@ -458,8 +510,9 @@ def save_model(tensors, target, *, format=None, metadata=None, compress=None, wr
     fmt = _target_format(target, format)
     _check_write_options(fmt, metadata, compress, wrapper, align)
     if not isinstance(tensors, Mapping):
-        raise TypeError(f"tensors must be a mapping of names to arrays, not "
-                        f"{type(tensors).__name__}")
+        raise TypeError(
+            f"tensors must be a mapping of names to arrays, not {type(tensors).__name__}"
+        )
     for name in tensors:
         if not isinstance(name, str):
             raise TypeError(f"tensor names must be str, not {type(name).__name__}")
@@ -470,10 +523,23 @@ def save_model(tensors, target, *, format=None, metadata=None, compress=None, wr
     return report
 
 
-def convert(src, dst, *, src_format=None, dst_format=None, metadata=None, compress=None,
-            wrapper="zlib", align=False, widen_bfloat16=True, narrow_int64=True,
-            unsupported="error", byteorder="<", relabel_float32=False,
-            max_size=None) -> ConversionReport:
+def convert(
+    src,
+    dst,
+    *,
+    src_format=None,
+    dst_format=None,
+    metadata=None,
+    compress=None,
+    wrapper="zlib",
+    align=False,
+    widen_bfloat16=True,
+    narrow_int64=True,
+    unsupported="error",
+    byteorder="<",
+    relabel_float32=False,
+    max_size=None,
+) -> ConversionReport:
     """Convert a model file between PTTH, safetensors and .npz.
 
     safetensors' ``__metadata__`` goes to a safetensors target unchanged
@@ -505,18 +571,22 @@ def convert(src, dst, *, src_format=None, dst_format=None, metadata=None, compre
     policy = Policy.from_kwargs(widen_bfloat16, narrow_int64, unsupported)
     fmt = _target_format(dst, dst_format, "dst_format")
     _check_write_options(fmt, metadata, compress, wrapper, align)
-    tensors, source_meta, sfmt, size = _read(src, _check_format(src_format, "src_format"),
-                                             byteorder, relabel_float32, max_size)
-    report = ConversionReport(source_format=sfmt, target_format=fmt, metadata=dict(source_meta),
-                              bytes_read=size)
+    tensors, source_meta, sfmt, size = _read(
+        src, _check_format(src_format, "src_format"), byteorder, relabel_float32, max_size
+    )
+    report = ConversionReport(
+        source_format=sfmt, target_format=fmt, metadata=dict(source_meta), bytes_read=size
+    )
     items = _apply(tensors, fmt, policy, report)
     if fmt == "safetensors":
         metadata = source_meta if metadata is None else metadata
     elif source_meta:
         keys = ", ".join(sorted(source_meta))
         what = {"ptth": "PTTH", "npz": ".npz"}[fmt]
-        report.dropped["__metadata__"] = (f"{what} has no metadata field: {len(source_meta)} "
-                                          f"key{'s' if len(source_meta) != 1 else ''} "
-                                          f"({keys}) dropped")
+        report.dropped["__metadata__"] = (
+            f"{what} has no metadata field: {len(source_meta)} "
+            f"key{'s' if len(source_meta) != 1 else ''} "
+            f"({keys}) dropped"
+        )
     report.bytes_written = _write(items, dst, fmt, metadata or None, compress, wrapper, align)
     return report

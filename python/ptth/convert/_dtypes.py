@@ -94,9 +94,11 @@ def tensor_from_array(name: str, value) -> Tensor:
         raise TypeError(f"tensor {name!r} is not an array: {exc}") from None
     dtype = canonical_dtype(arr.dtype)
     if dtype is None:
-        raise PTTHError("unsupported_dtype",
-                        f"tensor {name!r} has dtype {arr.dtype}, which no model format holds "
-                        "(only bool, integer, floating and complex arrays)")
+        raise PTTHError(
+            "unsupported_dtype",
+            f"tensor {name!r} has dtype {arr.dtype}, which no model format holds "
+            "(only bool, integer, floating and complex arrays)",
+        )
     if dtype in FOREIGN_BITS:
         bits = np.ascontiguousarray(arr).view(np.uint8).reshape(-1)
         return Tensor(dtype, tuple(arr.shape), bits)
@@ -163,8 +165,10 @@ def adapt(name: str, t: Tensor, fmt: str, policy: Policy, report) -> Tensor | No
         if policy.unsupported == "skip":
             report.skipped[name] = str(why)
             return None
-        raise PTTHError(why.reason, f"tensor {name!r}: {why}; pass unsupported='skip' "
-                                "(--skip-unsupported) to leave it out") from None
+        raise PTTHError(
+            why.reason,
+            f"tensor {name!r}: {why}; pass unsupported='skip' (--skip-unsupported) to leave it out",
+        ) from None
     if out.dtype != t.dtype:
         (report.widened if out.dtype == "float32" else report.narrowed).append(name)
     report.tensors[name] = (t.dtype, out.dtype)
@@ -179,8 +183,11 @@ def _adapt(name: str, t: Tensor, fmt: str, policy: Policy) -> Tensor:
     out = _adapt_dtype(t, fmt, policy)
     # a PTTH record stores each dim and the payload length in 32 bits (SPEC.md)
     if fmt == "ptth" and (out.nbytes > _U32_MAX or any(d > _U32_MAX for d in out.shape)):
-        raise Unsupported("size_overflow", f"shape {list(out.shape)} ({out.nbytes} bytes) does "
-                          "not fit a PTTH record (32-bit dims and payload length)")
+        raise Unsupported(
+            "size_overflow",
+            f"shape {list(out.shape)} ({out.nbytes} bytes) does "
+            "not fit a PTTH record (32-bit dims and payload length)",
+        )
     return out
 
 
@@ -193,12 +200,15 @@ def _adapt_dtype(t: Tensor, fmt: str, policy: Policy) -> Tensor:
         arr = t.array
         if arr.size and (arr.min() < _INT32.min or arr.max() > _INT32.max):
             lo, hi = arr.min(), arr.max()
-            raise Unsupported("value_out_of_range",
-                              f"{t.dtype} values from {lo} to {hi} do not fit in int32")
+            raise Unsupported(
+                "value_out_of_range", f"{t.dtype} values from {lo} to {hi} do not fit in int32"
+            )
         return Tensor("int32", t.shape, arr.astype(np.int32))
-    where = {"ptth": "PTTH stores float32, float64, int32 and float16",
-             "safetensors": "safetensors has no such dtype",
-             "npz": "an .npz member needs a NumPy dtype"}[fmt]
+    where = {
+        "ptth": "PTTH stores float32, float64, int32 and float16",
+        "safetensors": "safetensors has no such dtype",
+        "npz": "an .npz member needs a NumPy dtype",
+    }[fmt]
     hint = ""
     if t.dtype == "bfloat16":
         hint = " (widen_bfloat16=True converts it exactly)"

@@ -31,8 +31,19 @@ MAX_NDIM = 64
 _MAX_INTP = np.iinfo(np.intp).max
 _LOCAL = struct.Struct("<4s22xHH")  # local file header: signature, ..., name and extra lengths
 #: exceptions zipfile and zlib raise on damaged archives
-_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, struct.error,
-               NotImplementedError, RuntimeError, OverflowError, IndexError, KeyError)
+_ZIP_ERRORS = (
+    zipfile.BadZipFile,
+    zlib.error,
+    EOFError,
+    OSError,
+    ValueError,
+    struct.error,
+    NotImplementedError,
+    RuntimeError,
+    OverflowError,
+    IndexError,
+    KeyError,
+)
 _DESCR = re.compile(r"[<>|=]?[biufc]\d{1,2}")
 _FIXED_TIME = (1980, 1, 1, 0, 0, 0)  # zip's earliest date: output independent of the clock
 
@@ -58,29 +69,42 @@ def parse_npy_header(data, record: int, name: str):
     else:
         raise _bad(f"member {name!r}: unknown .npy version {major}.{minor}", None, record)
     if hlen > MAX_NPY_HEADER:
-        raise _bad(f"member {name!r}: .npy header of {hlen} bytes exceeds {MAX_NPY_HEADER}",
-                   None, record)
+        raise _bad(
+            f"member {name!r}: .npy header of {hlen} bytes exceeds {MAX_NPY_HEADER}", None, record
+        )
     if start + hlen > len(data):
         raise _bad(f"member {name!r}: truncated .npy header", None, record)
     try:
-        text = bytes(data[start:start + hlen]).decode(encoding)
+        text = bytes(data[start : start + hlen]).decode(encoding)
         header = ast.literal_eval(text)
-    except (UnicodeDecodeError, ValueError, SyntaxError, TypeError, MemoryError,
-            RecursionError) as exc:
-        raise _bad(f"member {name!r}: the .npy header is not a Python literal: "
-                   f"{type(exc).__name__}", None, record) from None
+    except (
+        UnicodeDecodeError,
+        ValueError,
+        SyntaxError,
+        TypeError,
+        MemoryError,
+        RecursionError,
+    ) as exc:
+        raise _bad(
+            f"member {name!r}: the .npy header is not a Python literal: {type(exc).__name__}",
+            None,
+            record,
+        ) from None
     if not isinstance(header, dict) or set(header) != {"descr", "fortran_order", "shape"}:
-        raise _bad(f"member {name!r}: the .npy header must hold exactly descr, fortran_order "
-                   "and shape", None, record)
+        raise _bad(
+            f"member {name!r}: the .npy header must hold exactly descr, fortran_order and shape",
+            None,
+            record,
+        )
     descr, fortran, shape = header["descr"], header["fortran_order"], header["shape"]
     if not isinstance(fortran, bool):
         raise _bad(f"member {name!r}: fortran_order must be True or False", None, record)
     if not (isinstance(shape, tuple) and all(type(d) is int and d >= 0 for d in shape)):
-        raise _bad(f"member {name!r}: shape must be a tuple of non-negative integers",
-                   None, record)
+        raise _bad(f"member {name!r}: shape must be a tuple of non-negative integers", None, record)
     if len(shape) > MAX_NDIM:
-        raise _bad(f"member {name!r}: {len(shape)} dimensions, more than NumPy's {MAX_NDIM}",
-                   None, record)
+        raise _bad(
+            f"member {name!r}: {len(shape)} dimensions, more than NumPy's {MAX_NDIM}", None, record
+        )
     dtype = None
     if isinstance(descr, str) and (descr in ("|b1", "?", "b1") or _DESCR.fullmatch(descr)):
         try:
@@ -90,8 +114,11 @@ def parse_npy_header(data, record: int, name: str):
         if dtype is not None and (dtype.kind not in NPZ_KINDS or canonical_dtype(dtype) is None):
             dtype = None
     if _holds_objects(descr):
-        raise PTTHError("unsupported_dtype", f"member {name!r} holds Python objects (a pickle); "
-                        "ptth never unpickles", record=record)
+        raise PTTHError(
+            "unsupported_dtype",
+            f"member {name!r} holds Python objects (a pickle); ptth never unpickles",
+            record=record,
+        )
     return descr, dtype, shape, fortran, start + hlen
 
 
@@ -118,8 +145,8 @@ class _ViewFile(io.RawIOBase):
         return True
 
     def readinto(self, out) -> int:
-        chunk = self._view[self._pos:self._pos + len(out)]
-        out[:len(chunk)] = chunk
+        chunk = self._view[self._pos : self._pos + len(out)]
+        out[: len(chunk)] = chunk
         self._pos += len(chunk)
         return len(chunk)
 
@@ -151,13 +178,23 @@ def read(buf, *, max_size: int, on_unsupported) -> dict:
     for index, info in enumerate(infos):
         member = info.filename
         if not member.endswith(".npy"):
-            hint = (" (this is a PyTorch .pt/.pth file: ptth never unpickles; save the "
-                    "state_dict with safetensors)") if member.endswith("data.pkl") else ""
+            hint = (
+                (
+                    " (this is a PyTorch .pt/.pth file: ptth never unpickles; save the "
+                    "state_dict with safetensors)"
+                )
+                if member.endswith("data.pkl")
+                else ""
+            )
             raise _bad(f"member {member!r} is not a .npy array{hint}", info.header_offset, index)
         name = member[:-4]
         if name in names:
-            raise PTTHError("duplicate_name", f"the archive holds {member!r} twice",
-                            offset=info.header_offset, record=index)
+            raise PTTHError(
+                "duplicate_name",
+                f"the archive holds {member!r} twice",
+                offset=info.header_offset,
+                record=index,
+            )
         names.add(name)
         if info.flag_bits & 0x1:
             raise _bad(f"member {member!r} is encrypted", info.header_offset, index)
@@ -167,18 +204,27 @@ def read(buf, *, max_size: int, on_unsupported) -> dict:
         elif info.compress_type == zipfile.ZIP_DEFLATED:
             inflated += info.file_size
             if inflated > max_size:
-                raise PTTHError("too_large", f"member {member!r}: the deflated members "
-                                f"inflate to more than max_size={max_size} bytes",
-                                offset=info.header_offset, record=index)
+                raise PTTHError(
+                    "too_large",
+                    f"member {member!r}: the deflated members "
+                    f"inflate to more than max_size={max_size} bytes",
+                    offset=info.header_offset,
+                    record=index,
+                )
             data = base = _inflate(archive, info, index)
             start = 0
         else:
-            raise _bad(f"member {member!r} uses zip compression method {info.compress_type}; "
-                       ".npz members are stored or deflated", info.header_offset, index)
+            raise _bad(
+                f"member {member!r} uses zip compression method {info.compress_type}; "
+                ".npz members are stored or deflated",
+                info.header_offset,
+                index,
+            )
         descr, dtype, shape, fortran, at = parse_npy_header(data, index, name)
         if dtype is None:
-            on_unsupported(name, f"dtype {descr!r} is not a bool, integer, floating or complex "
-                                 "array dtype")
+            on_unsupported(
+                name, f"dtype {descr!r} is not a bool, integer, floating or complex array dtype"
+            )
             continue
         numel = 1
         for d in shape:
@@ -189,9 +235,12 @@ def read(buf, *, max_size: int, on_unsupported) -> dict:
         if nonzero * dtype.itemsize > _MAX_INTP:
             raise _bad(f"member {member!r}: shape {shape} is too large for NumPy", None, index)
         if numel * dtype.itemsize != len(data) - at:
-            raise _bad(f"member {member!r}: shape {shape} of {dtype} needs "
-                       f"{numel * dtype.itemsize} bytes, the member holds {len(data) - at}",
-                       None, index)
+            raise _bad(
+                f"member {member!r}: shape {shape} of {dtype} needs "
+                f"{numel * dtype.itemsize} bytes, the member holds {len(data) - at}",
+                None,
+                index,
+            )
         if numel == 0:
             arr = np.empty(shape, dtype, order="F" if fortran else "C")
         else:
@@ -203,7 +252,7 @@ def read(buf, *, max_size: int, on_unsupported) -> dict:
 
 def _data_start(buf, info, index) -> int:
     start = info.header_offset
-    head = bytes(buf[start:start + _LOCAL.size])
+    head = bytes(buf[start : start + _LOCAL.size])
     if len(head) < _LOCAL.size:
         raise _bad(f"member {info.filename!r}: truncated local header", start, index)
     sig, name_len, extra_len = _LOCAL.unpack(head)
@@ -215,13 +264,18 @@ def _data_start(buf, info, index) -> int:
 def _stored(buf, info, index):
     """(a view of a stored member's bytes, their offset in `buf`), after the CRC-32 matched."""
     if info.compress_size != info.file_size:
-        raise _bad(f"member {info.filename!r} is stored but its sizes differ",
-                   info.header_offset, index)
+        raise _bad(
+            f"member {info.filename!r} is stored but its sizes differ", info.header_offset, index
+        )
     start = _data_start(buf, info, index)
     end = start + info.file_size
     if end > len(buf):
-        raise _bad(f"member {info.filename!r}: truncated (needs bytes up to {end}, the file "
-                   f"has {len(buf)})", len(buf), index)
+        raise _bad(
+            f"member {info.filename!r}: truncated (needs bytes up to {end}, the file "
+            f"has {len(buf)})",
+            len(buf),
+            index,
+        )
     view = memoryview(buf)[start:end]
     if zlib.crc32(view) != info.CRC:
         raise _bad(f"member {info.filename!r}: CRC-32 mismatch", start, index)
@@ -237,8 +291,11 @@ def _inflate(archive, info, index) -> bytearray:
     except _ZIP_ERRORS as exc:
         raise _bad(f"member {info.filename!r}: {exc}", info.header_offset, index) from None
     if got != info.file_size or extra:
-        raise _bad(f"member {info.filename!r}: inflates to a size other than declared",
-                   info.header_offset, index)
+        raise _bad(
+            f"member {info.filename!r}: inflates to a size other than declared",
+            info.header_offset,
+            index,
+        )
     return out
 
 
@@ -247,14 +304,19 @@ def check_name(name: str) -> None:
     try:
         encoded = name.encode("utf-8")
     except UnicodeEncodeError:
-        raise PTTHError("unsupported_name", f"tensor name {name!r} cannot be written as "
-                                            "UTF-8") from None
+        raise PTTHError(
+            "unsupported_name", f"tensor name {name!r} cannot be written as UTF-8"
+        ) from None
     if "\x00" in name:
-        raise PTTHError("unsupported_name", f"tensor name {name!r} holds a NUL byte, which zip "
-                                            "member names cannot")
+        raise PTTHError(
+            "unsupported_name",
+            f"tensor name {name!r} holds a NUL byte, which zip member names cannot",
+        )
     if len(encoded) + 4 > 0xFFFF:
-        raise PTTHError("unsupported_name", f"tensor name of {len(encoded)} bytes is longer "
-                                            "than a zip member name can be")
+        raise PTTHError(
+            "unsupported_name",
+            f"tensor name of {len(encoded)} bytes is longer than a zip member name can be",
+        )
 
 
 def write(items: list, f, *, compress: int | None) -> None:
@@ -262,13 +324,17 @@ def write(items: list, f, *, compress: int | None) -> None:
     for name, _ in items:
         check_name(name)
     method = zipfile.ZIP_STORED if not compress else zipfile.ZIP_DEFLATED
-    with zipfile.ZipFile(f, "w", compression=method, compresslevel=compress or None,
-                         allowZip64=True) as archive:
+    with zipfile.ZipFile(
+        f, "w", compression=method, compresslevel=compress or None, allowZip64=True
+    ) as archive:
         for name, t in items:
             info = zipfile.ZipInfo(name + ".npy", date_time=_FIXED_TIME)
             info.compress_type = method
             if compress:  # the level's attribute became public (compress_level) in 3.13
-                setattr(info, "compress_level" if hasattr(info, "compress_level")
-                        else "_compresslevel", compress)
+                setattr(
+                    info,
+                    "compress_level" if hasattr(info, "compress_level") else "_compresslevel",
+                    compress,
+                )
             with archive.open(info, "w", force_zip64=True) as member:
                 np.lib.format.write_array(member, t.array, allow_pickle=False)

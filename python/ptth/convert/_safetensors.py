@@ -79,7 +79,7 @@ def parse_header(buf) -> tuple[int, dict, list]:
         raise _bad(f"truncated: the header claims {n} bytes, {total - 8} follow", total)
     if n < 2:
         raise _bad(f"header length {n}: the header is a JSON object, at least 2 bytes", 0)
-    raw = bytes(buf[8:8 + n])
+    raw = bytes(buf[8 : 8 + n])
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -91,13 +91,16 @@ def parse_header(buf) -> tuple[int, dict, list]:
     except _Duplicate as dup:
         raise _bad(f"the header names {str(dup.args[0])!r} twice", 8) from None
     except json.JSONDecodeError as exc:
-        raise _bad(f"the header is not valid JSON: {exc.msg}",
-                   8 + len(text[:exc.pos].encode("utf-8"))) from None
+        raise _bad(
+            f"the header is not valid JSON: {exc.msg}", 8 + len(text[: exc.pos].encode("utf-8"))
+        ) from None
     except (ValueError, RecursionError) as exc:  # digit limits, NaN, nesting depth
         raise _bad(f"the header is not valid JSON: {exc}", 8) from None
     if text[end:].strip(" "):
-        raise _bad("the header has bytes after its JSON object (padding must be spaces)",
-                   8 + len(text[:end].encode("utf-8")))
+        raise _bad(
+            "the header has bytes after its JSON object (padding must be spaces)",
+            8 + len(text[:end].encode("utf-8")),
+        )
     return 8 + n, *_entries(header, total - 8 - n, 8 + n)
 
 
@@ -107,57 +110,79 @@ def _entries(header: dict, data_len: int, data_start: int) -> tuple[dict, list]:
     for index, (name, info) in enumerate(header.items()):
         if name == _RESERVED:
             if not isinstance(info, dict) or not all(
-                    isinstance(k, str) and isinstance(v, str) for k, v in info.items()):
+                isinstance(k, str) and isinstance(v, str) for k, v in info.items()
+            ):
                 raise _bad("__metadata__ must map strings to strings", 8)
             metadata = info
             continue
         _check_name(name, index)
         if not isinstance(info, dict) or set(info) != _FIELDS:
-            raise _bad(f"tensor {name!r}: an entry holds exactly dtype, shape and data_offsets",
-                       8, index)
+            raise _bad(
+                f"tensor {name!r}: an entry holds exactly dtype, shape and data_offsets", 8, index
+            )
         code, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
         if not isinstance(code, str) or code not in SAFETENSORS:
             raise _bad(f"tensor {name!r}: unknown dtype {code!r}", 8, index)
         if not isinstance(shape, list) or not all(_is_uint(d) for d in shape):
             raise _bad(f"tensor {name!r}: shape must be a list of non-negative integers", 8, index)
         if len(shape) > MAX_NDIM:
-            raise _bad(f"tensor {name!r}: {len(shape)} dimensions, more than NumPy's "
-                       f"{MAX_NDIM}", 8, index)
-        if not (isinstance(offsets, list) and len(offsets) == 2
-                and all(_is_uint(o) for o in offsets)):
-            raise _bad(f"tensor {name!r}: data_offsets must be two non-negative integers",
-                       8, index)
+            raise _bad(
+                f"tensor {name!r}: {len(shape)} dimensions, more than NumPy's {MAX_NDIM}", 8, index
+            )
+        if not (
+            isinstance(offsets, list) and len(offsets) == 2 and all(_is_uint(o) for o in offsets)
+        ):
+            raise _bad(f"tensor {name!r}: data_offsets must be two non-negative integers", 8, index)
         begin, end = offsets
         if begin > end or end > data_len:
-            raise _bad(f"tensor {name!r}: data_offsets [{begin}, {end}] lie outside the "
-                       f"{data_len}-byte data section", data_start + min(begin, data_len), index)
+            raise _bad(
+                f"tensor {name!r}: data_offsets [{begin}, {end}] lie outside the "
+                f"{data_len}-byte data section",
+                data_start + min(begin, data_len),
+                index,
+            )
         bits = SAFETENSORS[code][1]
         numel, nonzero = 1, 1
         for d in shape:
             numel *= d
             nonzero *= max(d, 1)
         if numel * bits % 8:
-            raise _bad(f"tensor {name!r}: {numel} elements of {code} do not fill whole bytes",
-                       data_start + begin, index)
+            raise _bad(
+                f"tensor {name!r}: {numel} elements of {code} do not fill whole bytes",
+                data_start + begin,
+                index,
+            )
         nbytes = numel * bits // 8
         if nbytes != end - begin:
-            raise _bad(f"tensor {name!r}: shape {shape} of {code} needs {nbytes} bytes, "
-                       f"data_offsets give {end - begin}", data_start + begin, index)
+            raise _bad(
+                f"tensor {name!r}: shape {shape} of {code} needs {nbytes} bytes, "
+                f"data_offsets give {end - begin}",
+                data_start + begin,
+                index,
+            )
         if nonzero * max(bits // 8, 1) > _MAX_INTP:
-            raise _bad(f"tensor {name!r}: shape {shape} is too large for NumPy",
-                       data_start + begin, index)
+            raise _bad(
+                f"tensor {name!r}: shape {shape} is too large for NumPy", data_start + begin, index
+            )
         entries.append((name, code, tuple(shape), begin, end, index))
     entries.sort(key=lambda e: (e[3], e[4]))  # stable: header order among equal offsets
     expected = 0
     for name, _, _, begin, end, index in entries:
         if begin != expected:
             what = "overlaps the previous tensor" if begin < expected else "leaves a hole"
-            raise _bad(f"tensor {name!r} starts at data offset {begin}, the previous one ends "
-                       f"at {expected}: it {what}", data_start + begin, index)
+            raise _bad(
+                f"tensor {name!r} starts at data offset {begin}, the previous one ends "
+                f"at {expected}: it {what}",
+                data_start + begin,
+                index,
+            )
         expected = end
     if expected != data_len:
-        raise _bad(f"the tensors cover {expected} of the {data_len} data bytes (the data "
-                   "section must be covered exactly)", data_start + expected)
+        raise _bad(
+            f"the tensors cover {expected} of the {data_len} data bytes (the data "
+            "section must be covered exactly)",
+            data_start + expected,
+        )
     return metadata, [e[:5] for e in entries]
 
 
@@ -165,8 +190,9 @@ def _check_name(name: str, index: int) -> None:
     try:
         name.encode("utf-8")
     except UnicodeEncodeError:
-        raise _bad(f"tensor name {name!r} is not valid UTF-8 (a lone surrogate escape)",
-                   8, index) from None
+        raise _bad(
+            f"tensor name {name!r} is not valid UTF-8 (a lone surrogate escape)", 8, index
+        ) from None
 
 
 def read(buf) -> tuple[dict, dict]:
@@ -189,13 +215,16 @@ def read(buf) -> tuple[dict, dict]:
 def check_name(name: str) -> None:
     """Raise unless safetensors can hold `name` as a tensor name."""
     if name == _RESERVED:
-        raise PTTHError("unsupported_name", "safetensors reserves the name '__metadata__' "
-                                            "for its metadata; rename the tensor")
+        raise PTTHError(
+            "unsupported_name",
+            "safetensors reserves the name '__metadata__' for its metadata; rename the tensor",
+        )
     try:
         name.encode("utf-8")
     except UnicodeEncodeError:
-        raise PTTHError("unsupported_name", f"tensor name {name!r} cannot be written as "
-                                            "UTF-8 JSON") from None
+        raise PTTHError(
+            "unsupported_name", f"tensor name {name!r} cannot be written as UTF-8 JSON"
+        ) from None
 
 
 def _payload(t: Tensor) -> memoryview:
@@ -215,8 +244,11 @@ def header_bytes(items: list, metadata: dict | None) -> bytes:
     offset = 0
     for name, t in items:
         n = t.nbytes
-        header[name] = {"dtype": SAFETENSORS_CODE[t.dtype], "shape": list(t.shape),
-                        "data_offsets": [offset, offset + n]}
+        header[name] = {
+            "dtype": SAFETENSORS_CODE[t.dtype],
+            "shape": list(t.shape),
+            "data_offsets": [offset, offset + n],
+        }
         offset += n
     text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     text += b" " * (-len(text) % 8)  # the library pads to 8 bytes so the data is aligned
@@ -225,8 +257,10 @@ def header_bytes(items: list, metadata: dict | None) -> bytes:
 
 def library_order(items: list) -> list:
     """[(name, Tensor)] sorted as the safetensors library lays them out: dtype, then name."""
-    return sorted(items, key=lambda it: (-SAFETENSORS_RANK[SAFETENSORS_CODE[it[1].dtype]],
-                                         it[0].encode("utf-8")))
+    return sorted(
+        items,
+        key=lambda it: (-SAFETENSORS_RANK[SAFETENSORS_CODE[it[1].dtype]], it[0].encode("utf-8")),
+    )
 
 
 def write(items: list, metadata: dict | None, f) -> int:
