@@ -160,7 +160,7 @@ class Unsupported(Exception):
 def adapt(name: str, t: Tensor, fmt: str, policy: Policy, report) -> Tensor | None:
     """`t` as format `fmt` can hold it, per `policy`; None when skipped. Fills `report`."""
     try:
-        out = _adapt(name, t, fmt, policy)
+        out = _adapt(t, fmt, policy)
     except Unsupported as why:
         if policy.unsupported == "skip":
             report.skipped[name] = str(why)
@@ -179,7 +179,7 @@ def adapt(name: str, t: Tensor, fmt: str, policy: Policy, report) -> Tensor | No
 _U32_MAX = 0xFFFFFFFF
 
 
-def _adapt(name: str, t: Tensor, fmt: str, policy: Policy) -> Tensor:
+def _adapt(t: Tensor, fmt: str, policy: Policy) -> Tensor:
     out = _adapt_dtype(t, fmt, policy)
     # a PTTH record stores each dim and the payload length in 32 bits (SPEC.md)
     if fmt == "ptth" and (out.nbytes > _U32_MAX or any(d > _U32_MAX for d in out.shape)):
