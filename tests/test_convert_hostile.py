@@ -191,6 +191,13 @@ def set_flag(data: bytes, flag: int) -> bytes:
     return bytes(out)
 
 
+def set_local_method(data: bytes, method: int) -> bytes:
+    out = bytearray(data)
+    pos = data.index(b"PK\x03\x04")
+    out[pos + 8 : pos + 10] = struct.pack("<H", method)
+    return bytes(out)
+
+
 def set_method(data: bytes, method: int) -> bytes:
     out = bytearray(data)
     for sig, at in ((b"PK\x03\x04", 8), (b"PK\x01\x02", 10)):
@@ -211,8 +218,13 @@ NPZ_LIES = {
         "bad_npz",
     ),
     "not .npy": (npz_bytes([("a.txt", b"hi")]), "bad_npz"),
+    # found by the mutation test: zipfile compares the local name with the directory's
+    "local name differs": (npz_bytes([("a.npy", GOOD)]).replace(b"a.npy", b"b.npy", 1), "bad_npz"),
+    "local method differs": (set_local_method(npz_bytes([("a.npy", GOOD)]), 8), "bad_npz"),
     "duplicate member": (DUPLICATE, "duplicate_name"),
     "encrypted": (set_flag(npz_bytes([("a.npy", GOOD)]), 1), "bad_npz"),
+    "strong encryption": (set_flag(npz_bytes([("a.npy", GOOD)]), 0x40), "bad_npz"),
+    "patch data": (set_flag(npz_bytes([("a.npy", GOOD)]), 0x20), "bad_npz"),
     "bzip2": (set_method(npz_bytes([("a.npy", GOOD)]), 12), "bad_npz"),
     "no npy magic": (npz_bytes([("a.npy", b"NUMPY" + GOOD)]), "bad_npz"),
     "npy version 9": (npz_bytes([("a.npy", b"\x93NUMPY\x09\x00" + GOOD[8:])]), "bad_npz"),

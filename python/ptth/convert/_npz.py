@@ -29,7 +29,9 @@ NPY_MAGIC = b"\x93NUMPY"
 MAX_NPY_HEADER = 10_000
 MAX_NDIM = 64
 _MAX_INTP = np.iinfo(np.intp).max
-_LOCAL = struct.Struct("<4s22xHH")  # local file header: signature, ..., name and extra lengths
+#: local file header: signature, (version, flags), method, (time, date, crc, sizes),
+#: name and extra lengths
+_LOCAL = struct.Struct("<4s4xH16xHH")
 #: exceptions zipfile and zlib raise on damaged archives
 _ZIP_ERRORS = (
     zipfile.BadZipFile,
@@ -196,8 +198,8 @@ def read(buf, *, max_size: int, on_unsupported) -> dict:
                 record=index,
             )
         names.add(name)
-        if info.flag_bits & 0x1:
-            raise _bad(f"member {member!r} is encrypted", info.header_offset, index)
+        if info.flag_bits & 0x61:  # encrypted (bits 0, 6) or patch data (bit 5)
+            raise _bad(f"member {member!r} is encrypted or patch data", info.header_offset, index)
         if info.compress_type == zipfile.ZIP_STORED:
             data, start = _stored(buf, info, index)
             base = buf
@@ -251,13 +253,26 @@ def read(buf, *, max_size: int, on_unsupported) -> dict:
 
 
 def _data_start(buf, info, index) -> int:
+    """Where a member's data starts, after its local header agreed with the directory."""
     start = info.header_offset
     head = bytes(buf[start : start + _LOCAL.size])
     if len(head) < _LOCAL.size:
         raise _bad(f"member {info.filename!r}: truncated local header", start, index)
-    sig, name_len, extra_len = _LOCAL.unpack(head)
+    sig, method, name_len, extra_len = _LOCAL.unpack(head)
     if sig != b"PK\x03\x04":
         raise _bad(f"member {info.filename!r}: bad local header signature", start, index)
+    name = bytes(buf[start + _LOCAL.size : start + _LOCAL.size + name_len])
+    encoding = "utf-8" if info.flag_bits & 0x800 else "cp437"
+    try:
+        expected = info.orig_filename.encode(encoding)
+    except UnicodeEncodeError:
+        expected = None
+    if name != expected or method != info.compress_type:
+        raise _bad(
+            f"member {info.filename!r}: the local header disagrees with the central directory",
+            start,
+            index,
+        )
     return start + _LOCAL.size + name_len + extra_len
 
 
