@@ -89,6 +89,32 @@ for t in $targets; do
   fi
 done
 
+# ptth.convert's safetensors and .npz readers: atheris (libFuzzer for Python),
+# only PTTHError may leave a reader. PTTH_FUZZ_PY_SECONDS (default 30).
+py_seconds=${PTTH_FUZZ_PY_SECONDS:-30}
+echo "== fuzz_formats.py, atheris (${py_seconds} s)"
+"$python" -m pip install -q "atheris==3.0.0"
+rm -rf "$build/py-seeds" && mkdir -p "$build/corpus/fuzz_formats"
+"$python" fuzz/fuzz_formats.py --make-seeds "$build/py-seeds"
+log="$build/logs/fuzz_formats.log"
+t0=$SECONDS
+if "$python" fuzz/fuzz_formats.py -max_total_time="$py_seconds" -rss_limit_mb=2048 -timeout=25 \
+     -print_final_stats=1 -artifact_prefix="$build/artifacts/fuzz_formats-" \
+     "$build/corpus/fuzz_formats" "$build/py-seeds" >"$log" 2>&1; then
+  runs=$(grep -Eo 'number_of_executed_units: *[0-9]+' "$log" | grep -Eo '[0-9]+$' || true)
+  echo "fuzz_formats: clean, $runs runs in $((SECONDS - t0)) s"
+else
+  failed+=("fuzz_formats")
+  echo "fuzz_formats: FINDING (log: $log)"
+  grep -v -E '^#[0-9]+ |^INFO: Instrumenting|^"' "$log" | tail -n 60
+  for f in "$build/artifacts/fuzz_formats"-*; do
+    [ -f "$f" ] || continue
+    echo "input $f ($(wc -c <"$f") bytes), hex:"
+    od -An -v -tx1 "$f" | tr -d ' \n' | fold -w 120
+    echo
+  done
+fi
+
 echo "== fuzzing took $((SECONDS - start)) s"
 if [ ${#failed[@]} -gt 0 ]; then
   echo "findings in: ${failed[*]}" >&2

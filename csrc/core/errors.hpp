@@ -43,7 +43,12 @@ namespace ptth {
   X(overflow, "a value does not fit the result's dtype")                                       \
   X(no_contributions, "the round has no contribution to average")                              \
   X(bad_state, "a saved aggregator state does not match its template")                         \
-  X(closed, "the decoder was already closed or failed")
+  X(closed, "the decoder was already closed or failed")                                        \
+  /* foreign model formats (ptth.convert, in Python) */                                        \
+  X(bad_safetensors,                                                                           \
+    "a safetensors file breaks its format (header length, JSON, dtypes, shapes or offsets)")  \
+  X(bad_npz, "an .npz is not a zip of .npy arrays as NumPy writes them")                       \
+  X(unsupported_name, "the target format cannot hold this tensor name")
 
 enum class Reason : uint8_t {
 #define PTTH_REASON_ENUM(name, text) name,

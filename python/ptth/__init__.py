@@ -38,6 +38,18 @@ from ._front import (
 from ._version import __version__
 from .errors import REASONS, PTTHError
 
+#: integrations, imported on first use (each needs its own extra: ptth[flower], ...)
+_INTEGRATIONS = ("convert", "flower", "dask", "server")
+
+
+def __getattr__(name: str):
+    if name in _INTEGRATIONS:
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module 'ptth' has no attribute {name!r}")
+
+
 __all__ = [
     "DEFAULT_MAX_SIZE",
     "REASONS",

@@ -4,55 +4,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 
 import numpy as np
 
 import ptth
 
+from . import _cli_model
+from ._cli_util import escape_name, parse_size, relabel_arg
 from .errors import PTTHError
-
-_UNITS = {
-    "": 1,
-    "b": 1,
-    "k": 1000,
-    "kb": 1000,
-    "m": 10**6,
-    "mb": 10**6,
-    "g": 10**9,
-    "gb": 10**9,
-    "t": 10**12,
-    "tb": 10**12,
-    "kib": 2**10,
-    "mib": 2**20,
-    "gib": 2**30,
-    "tib": 2**40,
-}
-
-
-def parse_size(text: str) -> int:
-    """A byte count such as 1000, 512MiB, 2GB or 'unlimited' (argparse type)."""
-    if text.strip().lower() in ("unlimited", "none", "inf"):
-        return ptth.UNLIMITED
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
-    if not match or match.group(2).lower() not in _UNITS:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 1000, 512MiB, 2GB)")
-    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
-
-
-def escape_name(name: str) -> str:
-    """A parameter name as a terminal can show it safely: control characters, line breaks
-    and other invisible code points escaped, so an upload cannot forge output lines."""
-    out = []
-    for ch in name:
-        if ch == "\\":
-            out.append("\\\\")
-        elif ch.isprintable():
-            out.append(ch)
-        else:
-            out.append(ch.encode("unicode_escape").decode("ascii"))
-    return "".join(out)
 
 
 def _human(n: int) -> str:
@@ -65,6 +25,9 @@ def _human(n: int) -> str:
 
 def _inspect(args) -> int:
     """Stream a file (or standard input with '-') and list its parameters."""
+    fmt = "ptth" if args.file == "-" else _cli_model.inspect_format(args.file)
+    if fmt != "ptth":
+        return _cli_model.inspect_foreign(args.file, fmt)
     dec = ptth.Decoder(
         byteorder=args.byteorder, relabel_float32=args.relabel_float32, max_size=args.max_size
     )
@@ -229,16 +192,6 @@ def _sub(sub, name: str, help_text: str) -> argparse.ArgumentParser:
     )
 
 
-def _relabel_arg(value: str):
-    if value in ("auto",):
-        return value
-    if value in ("on", "true", "yes"):
-        return True
-    if value in ("off", "false", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected on, off or auto, not {value!r}")
-
-
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="ptth", description=__doc__, epilog="run 'ptth COMMAND --help' for a command's options"
@@ -246,7 +199,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"ptth {ptth.__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    ins = _sub(sub, "inspect", "list the parameters of a PTTH file (any wrapper)")
+    ins = _sub(
+        sub, "inspect", "list the parameters of a PTTH (any wrapper), safetensors or .npz file"
+    )
     ins.add_argument("file", help="the file to read, or - for standard input")
     ins.add_argument(
         "--byteorder",
@@ -259,7 +214,7 @@ def _parser() -> argparse.ArgumentParser:
         nargs="?",
         const=True,
         default=False,
-        type=_relabel_arg,
+        type=relabel_arg,
         metavar="{on,off,auto}",
         help="read float32 payloads written under codes 1 and 2 (the iOS SDK)",
     )
@@ -311,6 +266,8 @@ def _parser() -> argparse.ArgumentParser:
     bn = _sub(sub, "bench", "time the design targets on this machine (about a minute)")
     bench.add_arguments(bn)
     bn.set_defaults(run=bench.run, file="bench")
+
+    _cli_model.add_commands(sub)
     return p
 
 

@@ -48,6 +48,11 @@ REASONS: dict[str, str] = {
     "no_contributions": "the round has no contribution to average",
     "bad_state": "a saved aggregator state does not match its template",
     "closed": "the decoder was already closed or failed",
+    # foreign model formats (ptth.convert)
+    "bad_safetensors": "a safetensors file breaks its format (header length, JSON, dtypes, "
+    "shapes or offsets)",
+    "bad_npz": "an .npz is not a zip of .npy arrays as NumPy writes them",
+    "unsupported_name": "the target format cannot hold this tensor name",
 }
 
 
