@@ -174,7 +174,27 @@ def _parser() -> argparse.ArgumentParser:
     bn = sub.add_parser("bench", help="time DESIGN.md's targets on this machine (about a minute)")
     bench.add_arguments(bn)
     bn.set_defaults(run=bench.run, file="bench")
+
+    sv = sub.add_parser("serve", help="run the aggregation server (needs ptth[server])")
+    _serve_arguments(sv)
     return p
+
+
+def _serve_arguments(sv) -> None:
+    try:
+        from .server.serve import add_arguments
+    except ImportError as exc:  # the extra is not installed: say so when serve is asked for
+        missing = str(exc)
+
+        def unavailable(args) -> int:
+            print(f"ptth serve needs the server extra: pip install 'ptth[server]' ({missing})",
+                  file=sys.stderr)
+            return 2
+
+        sv.add_argument("rest", nargs=argparse.REMAINDER)
+        sv.set_defaults(run=unavailable, file="serve")
+        return
+    add_arguments(sv)
 
 
 def main(argv=None) -> int:
