@@ -142,6 +142,9 @@ def run(args: argparse.Namespace) -> int:
     except StateError as exc:
         print(f"ptth serve: refusing to start: {exc}", file=sys.stderr)
         return 1
+    except ValueError as exc:  # includes ptth.PTTHError: the model file is not usable
+        print(f"ptth serve: {args.model}: {exc}", file=sys.stderr)
+        return 1
     uv = uvicorn.Config(
         app, host=args.host, port=args.port, log_level="info",
         access_log=not args.no_access_log,
