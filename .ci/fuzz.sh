@@ -7,6 +7,7 @@
 #
 #   PTTH_FUZZ_SECONDS  seconds per target (default 60)
 #   PTTH_FUZZ_TARGETS  which targets (default: fuzz_loads fuzz_stream fuzz_inflate fuzz_aggregate)
+#   PTTH_FUZZ_PY_SECONDS  seconds for fuzz/fuzz_server_parsing.py (atheris; default 30)
 #
 # Needs root for apt-get only when clang or its libFuzzer runtime is missing.
 set -euo pipefail
@@ -88,6 +89,29 @@ for t in $targets; do
     done
   fi
 done
+
+# The Python fuzz target of ptth serve's request parsing (atheris), 30 s.
+py_seconds=${PTTH_FUZZ_PY_SECONDS:-30}
+echo "== fuzz_server_parsing (atheris, ${py_seconds} s)"
+"$python" -m pip install -q --disable-pip-version-check "atheris>=2.3"
+rm -rf "$build/py/seeds" && mkdir -p "$build/py/corpus" "$build/py/artifacts"
+"$python" fuzz/fuzz_server_parsing.py --make-seeds "$build/py/seeds"
+log="$build/logs/fuzz_server_parsing.log"
+if "$python" fuzz/fuzz_server_parsing.py -max_total_time="$py_seconds" -rss_limit_mb=2048 \
+     -timeout=25 -artifact_prefix="$build/py/artifacts/" "$build/py/corpus" "$build/py/seeds" \
+     >"$log" 2>&1; then
+  echo "fuzz_server_parsing: clean, $(grep -Eo '^Done [0-9]+ runs' "$log" || true)"
+else
+  failed+=("fuzz_server_parsing")
+  echo "fuzz_server_parsing: FINDING (log: $log)"
+  grep -v -E '^#[0-9]+ |^INFO:' "$log" | tail -n 60
+  for f in "$build/py/artifacts"/*; do
+    [ -f "$f" ] || continue
+    echo "input $f ($(wc -c <"$f") bytes), hex:"
+    od -An -v -tx1 "$f" | tr -d ' \n' | fold -w 120
+    echo
+  done
+fi
 
 echo "== fuzzing took $((SECONDS - start)) s"
 if [ ${#failed[@]} -gt 0 ]; then

@@ -7,19 +7,18 @@ import struct
 import threading
 import time
 
-import httpx
 import numpy as np
+import ptth
 import pytest
-from test_server import (
+from test_server import (  # skips this module too when the server extra is missing
     ServerProcess,
     assert_model_equal,
     fedavg,
+    httpx,
     make_template,
     make_uploads,
     post_all,
 )
-
-import ptth
 
 
 @pytest.fixture
@@ -62,8 +61,7 @@ async def _post_and_kill(srv: ServerProcess, uploads, kill_after: int):
     return acked
 
 
-def test_kill9_with_uploads_in_flight_loses_no_acknowledged_update(tmp_path, model_file,
-                                                                   template):
+def test_kill9_with_uploads_in_flight_loses_no_acknowledged_update(tmp_path, model_file, template):
     srv = ServerProcess(tmp_path, model_file).start()
     try:
         uploads = make_uploads(template, 40, seed=11)

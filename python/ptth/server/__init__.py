@@ -14,6 +14,12 @@ from .parsing import BadRequest, JsonUpdate, parse_json_update
 from .state import State, StateError
 
 __all__ = [
-    "BadRequest", "JsonUpdate", "ServerConfig", "State", "StateError", "add_batch",
-    "create_app", "parse_json_update",
+    "BadRequest",
+    "JsonUpdate",
+    "ServerConfig",
+    "State",
+    "StateError",
+    "add_batch",
+    "create_app",
+    "parse_json_update",
 ]

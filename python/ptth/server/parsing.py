@@ -18,9 +18,9 @@ from typing import Any
 import pybase64
 
 __all__ = [
+    "KINDS",
     "BadRequest",
     "JsonUpdate",
-    "KINDS",
     "parse_bearer",
     "parse_byteorder",
     "parse_content_length",
@@ -234,7 +234,10 @@ def parse_content_length(value: str | None, *, limit: int) -> int | None:
 
 
 def parse_json_update(
-    body: bytes | bytearray | memoryview, *, max_weight: float | None = None
+    body: bytes | bytearray | memoryview,
+    *,
+    max_weight: float | None = None,
+    length: int | None = None,
 ) -> JsonUpdate:
     """Decode the iOS SDK's JSON upload without copying the whole blob twice.
 
@@ -246,8 +249,11 @@ def parse_json_update(
     copy of the field; other escapes inside base64 are rejected.
 
     Args:
-        body: the whole request body (UTF-8 JSON object).
+        body: the request body (UTF-8 JSON object); a memoryview is copied
+            once, bytes and bytearray are read in place.
         max_weight: optional cap on ``sample_count``.
+        length: only the first ``length`` bytes of ``body`` are the body (a
+            reused buffer larger than the request); default: all of it.
 
     Returns:
         a :class:`JsonUpdate`; fields other than ``weights_data``,
@@ -263,12 +269,15 @@ def parse_json_update(
     (b'PTTH', 3.0, 'delta', {'loss': 0.5})
     """
     data = body if isinstance(body, (bytes, bytearray)) else memoryview(body).cast("B").tobytes()
-    span = _find_top_level_string(data, b"weights_data")
+    n = len(data) if length is None else length
+    if not 0 <= n <= len(data):
+        raise ValueError(f"length must be between 0 and {len(data)}, not {length}")
+    span = _find_top_level_string(data, n, b"weights_data")
     if span is None:
         raise BadRequest("missing_field", "the JSON body has no weights_data")
     start, end = span  # the value's characters, without the quotes
     # Everything but the blob through the standard parser: a small copy.
-    rest = bytes(memoryview(data)[:start]) + bytes(memoryview(data)[end:])
+    rest = bytes(memoryview(data)[:start]) + bytes(memoryview(data)[end:n])
     try:
         obj = json.loads(rest)
     except (ValueError, RecursionError) as exc:
@@ -332,20 +341,19 @@ _WS_RUN = re.compile(rb"[ \t\r\n]*")
 _LITERAL = re.compile(rb"[^,}\] \t\r\n]*")
 
 
-def _find_top_level_string(data: bytes | bytearray, key: bytes) -> tuple[int, int] | None:
+def _find_top_level_string(data: bytes | bytearray, n: int, key: bytes) -> tuple[int, int] | None:
     """The span of the string value of top-level ``key``, or ``None``.
 
     A scanner for the object's outline only; it rejects duplicate keys and
     anything that is not an object. Values other than the one looked for are
     skipped with C-speed regular expressions (no per-character Python loop).
     """
-    n = len(data)
-    i = _skip_ws(data, 0)
-    if data[i : i + 3] == b"\xef\xbb\xbf":
+    i = _skip_ws(data, 0, n)
+    if data[i : min(i + 3, n)] == b"\xef\xbb\xbf":
         raise BadRequest("bad_json", "the JSON body must not start with a byte order mark")
     if i >= n or data[i] != 0x7B:  # '{'
         raise BadRequest("bad_json", "the body must be a JSON object")
-    i = _skip_ws(data, i + 1)
+    i = _skip_ws(data, i + 1, n)
     found: tuple[int, int] | None = None
     if i < n and data[i] == 0x7D:  # '}'
         return None
@@ -353,18 +361,18 @@ def _find_top_level_string(data: bytes | bytearray, key: bytes) -> tuple[int, in
         if i >= n or data[i] != 0x22:  # '"'
             raise BadRequest("bad_json", f"expected a member name at byte {i}")
         k_start = i + 1
-        k_end = _string_end(data, k_start)
+        k_end = _string_end(data, k_start, n)
         name = data[k_start:k_end]
-        i = _skip_ws(data, k_end + 1)
+        i = _skip_ws(data, k_end + 1, n)
         if i >= n or data[i] != 0x3A:  # ':'
             raise BadRequest("bad_json", f"expected ':' at byte {i}")
-        i = _skip_ws(data, i + 1)
+        i = _skip_ws(data, i + 1, n)
         if name == key:
             if found is not None:
                 raise BadRequest("bad_json", "weights_data occurs twice")
             if i >= n or data[i] != 0x22:
                 raise BadRequest("bad_json", "weights_data must be a string")
-            v_end = _string_end(data, i + 1)
+            v_end = _string_end(data, i + 1, n)
             found = (i + 1, v_end)
             i = v_end + 1
         elif b"\\" in name and name != key:
@@ -375,29 +383,29 @@ def _find_top_level_string(data: bytes | bytearray, key: bytes) -> tuple[int, in
                 raise BadRequest("bad_json", f"bad member name at byte {k_start}") from None
             if decoded == key.decode():
                 raise BadRequest("bad_json", "weights_data must be spelled without escapes")
-            i = _skip_value(data, i)
+            i = _skip_value(data, i, n)
         else:
-            i = _skip_value(data, i)
-        i = _skip_ws(data, i)
+            i = _skip_value(data, i, n)
+        i = _skip_ws(data, i, n)
         if i < n and data[i] == 0x2C:  # ','
-            i = _skip_ws(data, i + 1)
+            i = _skip_ws(data, i + 1, n)
             continue
         if i < n and data[i] == 0x7D:
             return found
         raise BadRequest("bad_json", f"expected ',' or '}}' at byte {i}")
 
 
-def _skip_ws(data, i: int) -> int:
-    return _WS_RUN.match(data, i).end()  # type: ignore[union-attr]
+def _skip_ws(data, i: int, n: int) -> int:
+    return _WS_RUN.match(data, i, n).end()  # type: ignore[union-attr]
 
 
-def _string_end(data, i: int) -> int:
+def _string_end(data, i: int, n: int) -> int:
     """The index of the closing quote of a string whose first character is at ``i``."""
     # memchr-speed search for the quote; a regular expression only when escaped
     # quotes get in the way (rare; linear either way).
     pos = i
     for _ in range(16):
-        j = data.find(b'"', pos)
+        j = data.find(b'"', pos, n)
         if j < 0:
             break
         k = j
@@ -406,31 +414,30 @@ def _string_end(data, i: int) -> int:
         if (j - k) % 2 == 0:
             return j
         pos = j + 1
-    m = _STRING_BODY.match(data, i)
+    m = _STRING_BODY.match(data, i, n)
     end = m.end() if m else i
-    if end >= len(data) or data[end] != 0x22:
+    if end >= n or data[end] != 0x22:
         raise BadRequest("bad_json", f"unterminated string starting at byte {i - 1}")
     return end
 
 
-def _skip_value(data, i: int) -> int:
+def _skip_value(data, i: int, n: int) -> int:
     """The index just past the JSON value starting at ``i`` (outline only)."""
-    n = len(data)
     if i >= n:
         raise BadRequest("bad_json", "the body ends inside a value")
     c = data[i]
     if c == 0x22:
-        return _string_end(data, i + 1) + 1
+        return _string_end(data, i + 1, n) + 1
     if c in (0x7B, 0x5B):  # '{' '['
         depth = 0
         pos = i
         while True:
-            m = _STRUCT_CHARS.search(data, pos)
+            m = _STRUCT_CHARS.search(data, pos, n)
             if m is None:
                 raise BadRequest("bad_json", f"unterminated value starting at byte {i}")
             ch = data[m.start()]
             if ch == 0x22:
-                pos = _string_end(data, m.start() + 1) + 1
+                pos = _string_end(data, m.start() + 1, n) + 1
                 continue
             if ch in (0x7B, 0x5B):
                 depth += 1
@@ -442,7 +449,7 @@ def _skip_value(data, i: int) -> int:
             if depth == 0:
                 return pos
     # A number or literal: up to the next delimiter.
-    j = _LITERAL.match(data, i).end()  # type: ignore[union-attr]
+    j = _LITERAL.match(data, i, n).end()  # type: ignore[union-attr]
     if j == i:
         raise BadRequest("bad_json", f"expected a value at byte {i}")
     return j

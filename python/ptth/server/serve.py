@@ -34,39 +34,93 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", nargs="?", help="the global model of round 1 (.ptth)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--state", default="ptth-state", help="directory that survives a crash "
-                   "(default: ./ptth-state); starting again on it resumes")
-    p.add_argument("--tokens", help="file of client tokens, one per line (default: generate "
-                   "STATE/client-tokens)")
-    p.add_argument("--admin-token-file", help="file holding the admin token (default: "
-                   "generate STATE/admin-token)")
-    p.add_argument("--byteorder", default="<", choices=["<", ">", "auto"],
-                   help="payload byte order of uploads without X-PTTH-Byteorder (Android: >)")
-    p.add_argument("--default-kind", choices=["delta", "full"], default=None,
-                   help="kind of raw uploads without X-PTTH-Kind (default: header required)")
-    p.add_argument("--max-body", type=int, default=None, metavar="BYTES",
-                   help="413 past this (default: base64 of the model as float64 + 1 MiB)")
-    p.add_argument("--max-concurrent", type=int, default=32,
-                   help="uploads in progress at once; 503 past it (default 32)")
-    p.add_argument("--max-inflight-bytes", type=int, default=4 << 30, metavar="BYTES",
-                   help="upload bytes held at once; 503 past it (default 4 GiB)")
-    p.add_argument("--request-timeout", type=float, default=60.0, metavar="SECONDS",
-                   help="time for a request's body to arrive; 408 past it (default 60)")
+    p.add_argument(
+        "--state",
+        default="ptth-state",
+        help="directory that survives a crash "
+        "(default: ./ptth-state); starting again on it resumes",
+    )
+    p.add_argument(
+        "--tokens",
+        help="file of client tokens, one per line (default: generate STATE/client-tokens)",
+    )
+    p.add_argument(
+        "--admin-token-file",
+        help="file holding the admin token (default: generate STATE/admin-token)",
+    )
+    p.add_argument(
+        "--byteorder",
+        default="<",
+        choices=["<", ">", "auto"],
+        help="payload byte order of uploads without X-PTTH-Byteorder (Android: >)",
+    )
+    p.add_argument(
+        "--default-kind",
+        choices=["delta", "full"],
+        default=None,
+        help="kind of raw uploads without X-PTTH-Kind (default: header required)",
+    )
+    p.add_argument(
+        "--max-body",
+        type=int,
+        default=None,
+        metavar="BYTES",
+        help="413 past this (default: base64 of the model as float64 + 1 MiB)",
+    )
+    p.add_argument(
+        "--max-concurrent",
+        type=int,
+        default=32,
+        help="uploads in progress at once; 503 past it (default 32)",
+    )
+    p.add_argument(
+        "--max-inflight-bytes",
+        type=int,
+        default=4 << 30,
+        metavar="BYTES",
+        help="upload bytes held at once; 503 past it (default 4 GiB)",
+    )
+    p.add_argument(
+        "--request-timeout",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="time for a request's body to arrive; 408 past it (default 60)",
+    )
     p.add_argument("--max-batch", type=int, default=16, help="uploads per commit (default 16)")
-    p.add_argument("--no-fsync", action="store_true",
-                   help="do not fsync the log: acknowledged updates survive kill -9 of the "
-                        "server, not a crash of the machine")
-    p.add_argument("--checkpoint-bytes", type=int, default=1 << 30, metavar="BYTES",
-                   help="checkpoint after this much log (default 1 GiB)")
-    p.add_argument("--keep-key-rounds", type=int, default=4,
-                   help="closed rounds whose Idempotency-Keys are remembered (default 4)")
+    p.add_argument(
+        "--no-fsync",
+        action="store_true",
+        help="do not fsync the log: acknowledged updates survive kill -9 of the "
+        "server, not a crash of the machine",
+    )
+    p.add_argument(
+        "--checkpoint-bytes",
+        type=int,
+        default=1 << 30,
+        metavar="BYTES",
+        help="checkpoint after this much log (default 1 GiB)",
+    )
+    p.add_argument(
+        "--keep-key-rounds",
+        type=int,
+        default=4,
+        help="closed rounds whose Idempotency-Keys are remembered (default 4)",
+    )
     p.add_argument("--lr", type=float, default=1.0, help="server learning rate (default 1.0)")
-    p.add_argument("--max-weight", type=float, default=None,
-                   help="largest weight (sample count) accepted; 400 past it (default: no cap)")
+    p.add_argument(
+        "--max-weight",
+        type=float,
+        default=None,
+        help="largest weight (sample count) accepted; 400 past it (default: no cap)",
+    )
     p.add_argument("--no-access-log", action="store_true", help="no line per request")
-    p.add_argument("--demo", action="store_true",
-                   help="run a server and a swarm of simulated clients for one round, check "
-                        "the result against NumPy, and exit")
+    p.add_argument(
+        "--demo",
+        action="store_true",
+        help="run a server and a swarm of simulated clients for one round, check "
+        "the result against NumPy, and exit",
+    )
     p.add_argument("--params", type=int, default=2_000_000, help="--demo: model size")
     p.add_argument("--clients", type=int, default=48, help="--demo: number of clients")
     p.set_defaults(run=run, file="serve")
@@ -84,8 +138,9 @@ def read_tokens(path: str | os.PathLike) -> list[str]:
         if not t or t.startswith("#"):
             continue
         if any(c.isspace() or ord(c) < 0x21 or ord(c) == 0x7F for c in t):
-            raise ValueError(f"{path}, line {n}: a token must not contain spaces or control "
-                             "characters")
+            raise ValueError(
+                f"{path}, line {n}: a token must not contain spaces or control characters"
+            )
         tokens.append(t)
     if not tokens:
         raise ValueError(f"{path} holds no token")
@@ -102,10 +157,27 @@ def _generated(path: Path, count: int) -> Path:
     return path
 
 
+def _raise_body_buffer() -> None:
+    # uvicorn pauses a connection each time 64 KiB of body wait for the app;
+    # with 100 MB uploads that pause/resume cycle halves the ingest rate here.
+    # 4 MiB per connection (bounded by uvicorn's limit_concurrency) lets whole
+    # socket reads through. A uvicorn without the knob just keeps its default.
+    try:
+        from uvicorn.protocols.http import h11_impl, httptools_impl
+    except ImportError:
+        return
+    for mod in (h11_impl, httptools_impl):
+        if isinstance(getattr(mod, "HIGH_WATER_LIMIT", None), int):
+            mod.HIGH_WATER_LIMIT = max(mod.HIGH_WATER_LIMIT, 4 << 20)
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``ptth serve`` with parsed arguments; the process exit status."""
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     if args.demo:
         from .demo import run_demo
 
@@ -130,12 +202,22 @@ def run(args: argparse.Namespace) -> int:
         print("ptth serve: the admin token file must hold exactly one token", file=sys.stderr)
         return 2
     config = ServerConfig(
-        model=Path(args.model), state=state, client_tokens=tokens, admin_token=admin[0],
-        byteorder=args.byteorder, default_kind=args.default_kind, max_body=args.max_body,
-        max_concurrent=args.max_concurrent, max_inflight_bytes=args.max_inflight_bytes,
-        request_timeout=args.request_timeout, max_batch=args.max_batch,
-        fsync=not args.no_fsync, checkpoint_bytes=args.checkpoint_bytes,
-        keep_key_rounds=args.keep_key_rounds, lr=args.lr, max_weight=args.max_weight,
+        model=Path(args.model),
+        state=state,
+        client_tokens=tokens,
+        admin_token=admin[0],
+        byteorder=args.byteorder,
+        default_kind=args.default_kind,
+        max_body=args.max_body,
+        max_concurrent=args.max_concurrent,
+        max_inflight_bytes=args.max_inflight_bytes,
+        request_timeout=args.request_timeout,
+        max_batch=args.max_batch,
+        fsync=not args.no_fsync,
+        checkpoint_bytes=args.checkpoint_bytes,
+        keep_key_rounds=args.keep_key_rounds,
+        lr=args.lr,
+        max_weight=args.max_weight,
     )
     try:
         app = create_app(config)
@@ -145,8 +227,12 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:  # includes ptth.PTTHError: the model file is not usable
         print(f"ptth serve: {args.model}: {exc}", file=sys.stderr)
         return 1
+    _raise_body_buffer()
     uv = uvicorn.Config(
-        app, host=args.host, port=args.port, log_level="info",
+        app,
+        host=args.host,
+        port=args.port,
+        log_level="info",
         access_log=not args.no_access_log,
         # Connections beyond this get 503 from uvicorn itself, before any handler.
         limit_concurrency=2 * args.max_concurrent + 16,

@@ -282,7 +282,11 @@ class State:
         log.info(
             "state %s: resumed round %d from %s, %d updates replayed from the log "
             "(%d accepted this round)",
-            self.dir, self.round, path.name, self.replayed, len(self.records),
+            self.dir,
+            self.round,
+            path.name,
+            self.replayed,
+            len(self.records),
         )
 
     def _read_checkpoint(self, path: Path):
@@ -301,8 +305,9 @@ class State:
                 if crc32(table[:-4], crc32(head)) != tcrc:
                     raise StateError(f"{path}: section table checksum mismatch")
                 size = os.fstat(f.fileno()).st_size
-                sections = [_CKPT_SECTION.unpack_from(table, i * _CKPT_SECTION.size)
-                            for i in range(n)]
+                sections = [
+                    _CKPT_SECTION.unpack_from(table, i * _CKPT_SECTION.size) for i in range(n)
+                ]
                 if _CKPT_HEAD.size + len(table) + sum(s[0] for s in sections) != size:
                     raise StateError(f"{path}: size does not match its sections")
                 data = []
@@ -348,9 +353,12 @@ class State:
                     f"corrupted (not a torn tail); refusing to start"
                 )
             log.warning(
-                "state %s: torn tail of %s at byte %d (%s): %d bytes never acknowledged, "
-                "truncated",
-                self.dir, path.name, pos, problem, len(data) - pos,
+                "state %s: torn tail of %s at byte %d (%s): %d bytes never acknowledged, truncated",
+                self.dir,
+                path.name,
+                pos,
+                problem,
+                len(data) - pos,
             )
             self.truncated_tail += len(data) - pos
             with open(path, "r+b") as f:
@@ -385,10 +393,15 @@ class State:
         try:
             meta = json.loads(bytes(view[m0:b0]))
             entry = Entry(
-                key=meta["key"], round=int(meta["round"]), weight=float(meta["weight"]),
-                kind=meta["kind"], byteorder=meta["byteorder"],
-                relabel_float32=bool(meta["relabel_float32"]), body=view[b0:end],
-                metadata=meta["metadata"], transport=meta["transport"],
+                key=meta["key"],
+                round=int(meta["round"]),
+                weight=float(meta["weight"]),
+                kind=meta["kind"],
+                byteorder=meta["byteorder"],
+                relabel_float32=bool(meta["relabel_float32"]),
+                body=view[b0:end],
+                metadata=meta["metadata"],
+                transport=meta["transport"],
             )
         except (ValueError, KeyError, TypeError) as exc:
             return f"entry metadata unreadable ({exc})", end, None
@@ -408,8 +421,9 @@ class State:
 
     def _remember(self, entry: Entry) -> None:
         meta = entry.meta()
-        self.records.append({k: meta[k] for k in ("key", "weight", "kind", "bytes", "transport",
-                                                  "metadata")})
+        self.records.append(
+            {k: meta[k] for k in ("key", "weight", "kind", "bytes", "transport", "metadata")}
+        )
         self.keys[entry.key] = entry.round
 
     def append(self, entries: Sequence[Entry]) -> None:
@@ -467,9 +481,7 @@ class State:
         """Write a snapshot atomically, then drop the segments and checkpoints it replaces."""
         with self._ckpt_lock:
             sections = [json.dumps(snap.meta).encode(), snap.pickled, *snap.buffers]
-            table = b"".join(
-                _CKPT_SECTION.pack(memoryview(s).nbytes, crc32(s)) for s in sections
-            )
+            table = b"".join(_CKPT_SECTION.pack(memoryview(s).nbytes, crc32(s)) for s in sections)
             head = _CKPT_HEAD.pack(_CKPT_MAGIC, len(sections))
             tcrc = struct.pack(">I", crc32(table, crc32(head)))
             path = self._ckpt_path(snap.segment)
