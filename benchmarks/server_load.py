@@ -6,6 +6,9 @@ and iOS JSON uploads of one model (default 25M parameters, float32 deltas =
 the server's peak RSS for:
 
 - ``aggregator``: ``Aggregator.add`` alone on the same blobs (the ceiling);
+- ``ingest-buffer`` / ``ingest-decoder``: the body in 256 KiB chunks copied
+  into one reused buffer then added, against fed to a ``ptth.Decoder`` and
+  the decoded mapping added (no HTTP);
 - ``ptth-raw`` / ``ptth-json``: ``ptth serve`` (fsync on, as deployed);
 - ``ptth-raw-nofsync``: the same with ``--no-fsync`` (survives kill -9, not a
   machine crash), to separate the disk from the HTTP path;
@@ -91,6 +94,42 @@ def bench_aggregator(template: dict, uploads: list[dict], count: int) -> dict:
         u = uploads[i % len(uploads)]
         s = time.perf_counter()
         agg.add(u["raw"], u["weight"])
+        times.append(time.perf_counter() - s)
+    wall = time.perf_counter() - t0
+    nbytes = sum(len(uploads[i % len(uploads)]["raw"]) for i in range(count))
+    return _summary(count, wall, nbytes, times, rss=None)
+
+
+def bench_ingest(template: dict, uploads: list[dict], count: int, how: str) -> dict:
+    """The two ways to get a body into the aggregator, without HTTP: 256 KiB chunks.
+
+    ``buffer``: copy the chunks into one reused buffer, then ``add`` the blob (what
+    ptth serve does). ``decoder``: feed the chunks to a ``ptth.Decoder`` as they
+    come and ``add`` the decoded mapping.
+    """
+    agg = ptth.Aggregator(template)
+    step = 256 << 10
+    pool = bytearray(max(len(u["raw"]) for u in uploads))
+    times = []
+    t0 = time.perf_counter()
+    for i in range(count):
+        u = uploads[i % len(uploads)]
+        chunks = [memoryview(u["raw"])[j : j + step] for j in range(0, len(u["raw"]), step)]
+        s = time.perf_counter()
+        if how == "buffer":
+            view = memoryview(pool)
+            pos = 0
+            for c in chunks:
+                view[pos : pos + len(c)] = c
+                pos += len(c)
+            agg.add(view[:pos], u["weight"])
+        else:
+            dec = ptth.Decoder()
+            tensors = {}
+            for c in chunks:
+                tensors.update(dec.feed(c))
+            dec.close()
+            agg.add(tensors, u["weight"])
         times.append(time.perf_counter() - s)
     wall = time.perf_counter() - t0
     nbytes = sum(len(uploads[i % len(uploads)]["raw"]) for i in range(count))
@@ -342,6 +381,8 @@ def run(
         table = {
             "aggregator": lambda: bench_aggregator(template, uploads, count),
             "wal-alone": lambda: bench_wal(work, uploads, count),
+            "ingest-buffer": lambda: bench_ingest(template, uploads, count, "buffer"),
+            "ingest-decoder": lambda: bench_ingest(template, uploads, count, "decoder"),
             "ptth-raw": lambda: bench_http(
                 "ptth", "raw", model_path, work, uploads, count, concurrency, time_limit
             ),
@@ -382,6 +423,7 @@ def run(
         "ptth-raw / plain-raw (target >= 3)": ratio("ptth-raw", "plain-raw"),
         "ptth-json / plain-json (target >= 3)": ratio("ptth-json", "plain-json"),
         "ptth-json / aggregator": ratio("ptth-json", "aggregator"),
+        "ingest-buffer / ingest-decoder": ratio("ingest-buffer", "ingest-decoder"),
     }
     return results
 
@@ -411,6 +453,8 @@ def report(results: dict) -> str:
 
 ALL_MODES = [
     "aggregator",
+    "ingest-buffer",
+    "ingest-decoder",
     "wal-alone",
     "ptth-raw",
     "ptth-raw-nofsync",

@@ -605,3 +605,37 @@ def test_model_file_extension_is_checked(tmp_path, template):
     srv = ServerProcess(tmp_path, npz)
     code, log = srv.run_to_exit()
     assert code != 0 and ".ptth models only" in log
+
+
+def test_serve_demo_runs_a_checked_round_with_a_kill():
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ptth.cli",
+            "serve",
+            "--demo",
+            "--params",
+            "100000",
+            "--clients",
+            "12",
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "kill -9" in out.stdout and "each client once: OK" in out.stdout
+    assert "round 1: 12 updates" in out.stdout
+
+
+def test_serve_help_shows_an_example():
+    out = subprocess.run(
+        [sys.executable, "-m", "ptth.cli", "serve", "--help"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0 and "example:" in out.stdout and "--admin-token-file" in out.stdout
