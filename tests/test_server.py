@@ -639,3 +639,76 @@ def test_serve_help_shows_an_example():
         timeout=60,
     )
     assert out.returncode == 0 and "example:" in out.stdout and "--admin-token-file" in out.stdout
+
+
+def _ios_blob(tensors: dict, float64_names: set) -> bytes:
+    """The iOS SDK's blob: float32 payloads, but code 1 kept for float64 parameters."""
+    out = [b"PTTH", struct.pack(">II", 1, len(tensors))]
+    for name, arr in tensors.items():
+        nb = name.encode()
+        out.append(struct.pack(">I", len(nb)) + nb + struct.pack(">I", arr.ndim))
+        out.append(struct.pack(f">{arr.ndim}I", *arr.shape))
+        payload = np.ascontiguousarray(arr, dtype="<f4").tobytes()
+        out.append(struct.pack(">II", 1 if name in float64_names else 0, len(payload)) + payload)
+    return b"".join(out)
+
+
+def test_server_byteorder_auto_and_the_ios_float64_quirk(tmp_path):
+    template = make_template()
+    template["head.bias"] = template["head.bias"].astype(np.float64)
+    model = tmp_path / "model.ptth"
+    ptth.dump(template, model)
+    srv = ServerProcess(tmp_path, model, "--byteorder", "auto").start()
+    try:
+        rng = np.random.default_rng(40)
+        deltas = [
+            {
+                k: (rng.standard_normal(v.shape) * 0.01).astype(np.float32)
+                for k, v in template.items()
+            }
+            for _ in range(3)
+        ]
+        h = {**auth(), "X-PTTH-Kind": "delta", "Content-Type": "application/octet-stream"}
+        # Android, no byte-order header: the server's --byteorder auto reads it.
+        r = httpx.post(
+            srv.url + "/v1/updates",
+            content=big_endian_blob(deltas[0]),
+            headers={**h, "X-PTTH-Weight": "3", "Idempotency-Key": "android"},
+        )
+        assert r.status_code == 200, r.text
+        # iOS JSON: head.bias (float64 on the phone) arrives as code 1 with float32 bytes.
+        body = {
+            "weights_data": base64.b64encode(_ios_blob(deltas[1], {"head.bias"})).decode(),
+            "sample_count": 5,
+            "update_format": "delta",
+        }
+        r = httpx.post(
+            srv.url + "/v1/updates", json=body, headers={**auth(), "Idempotency-Key": "ios"}
+        )
+        assert r.status_code == 200, r.text
+        # The same blob raw, without X-PTTH-Relabel-Float32, is a length mismatch.
+        r = httpx.post(
+            srv.url + "/v1/updates",
+            content=_ios_blob(deltas[2], {"head.bias"}),
+            headers={**h, "X-PTTH-Weight": "2", "Idempotency-Key": "raw-ios"},
+        )
+        assert (r.status_code, r.json()["reason"]) == (400, "length_mismatch")
+        r = httpx.post(
+            srv.url + "/v1/updates",
+            content=_ios_blob(deltas[2], {"head.bias"}),
+            headers={
+                **h,
+                "X-PTTH-Weight": "2",
+                "Idempotency-Key": "raw-ios",
+                "X-PTTH-Relabel-Float32": "1",
+            },
+        )
+        assert r.status_code == 200, r.text
+        assert srv.close_round().status_code == 200
+        ups = [
+            Upload(f"x{i}", d, w, "delta", "raw")
+            for i, (d, w) in enumerate(zip(deltas, [3.0, 5.0, 2.0]))
+        ]
+        assert_model_equal(srv.model_now()[1], fedavg(template, ups))
+    finally:
+        srv.stop()

@@ -394,7 +394,9 @@ class Server:
 
     # ---- helpers ---------------------------------------------------------------
 
-    def _reject(self, status: int, reason: str, message: str, **extra) -> JSONResponse:
+    def _reject(
+        self, status: int, reason: str, message: str, *, unread: bool = False, **extra
+    ) -> JSONResponse:
         self.counters.rejected[reason] += 1
         self.counters.round_rejected[reason] += 1
         body = {"accepted": False, "reason": reason, "message": message, **extra}
@@ -403,7 +405,7 @@ class Server:
             headers["WWW-Authenticate"] = "Bearer"
         if status in (503, 429):
             headers["Retry-After"] = "1"
-        if status in (408, 413):
+        if status in (408, 413) or unread:
             headers["Connection"] = "close"  # the rest of the body is not read
         return JSONResponse(body, status_code=status, headers=headers)
 
@@ -441,11 +443,17 @@ class Server:
         h = request.headers
         arrival_round = self.state.round  # an update without a round is for the one open now
         if not self.clients.check(parsing.parse_bearer(h.get("authorization"))):
-            return self._reject(401, "unauthorized", "a valid client token is required")
+            return self._reject(
+                401, "unauthorized", "a valid client token is required", unread=True
+            )
         if self.failed:
-            return self._reject(503, "state_failed", "the server's log failed; it needs a restart")
+            return self._reject(
+                503, "state_failed", "the server's log failed; it needs a restart", unread=True
+            )
         if self.inflight >= self.config.max_concurrent:
-            return self._reject(503, "overloaded", "the server is at its concurrency limit")
+            return self._reject(
+                503, "overloaded", "the server is at its concurrency limit", unread=True
+            )
         try:
             key = parsing.parse_idempotency_key(h.get("idempotency-key"))
             length = parsing.parse_content_length(h.get("content-length"), limit=self.max_body)
@@ -462,12 +470,14 @@ class Server:
                 )
                 kind = parsing.parse_kind(h.get("x-ptth-kind"), default=self.config.default_kind)
         except BadRequest as exc:
-            return self._reject(exc.status, exc.reason, exc.message)
+            return self._reject(exc.status, exc.reason, exc.message, unread=True)
         if rnd is not None and rnd != self.state.round:
-            return self._round_mismatch(rnd)
+            return self._round_mismatch(rnd, unread=True)
         reserve = length if length is not None else self.max_body
         if self.inflight_bytes + reserve > self.config.max_inflight_bytes:
-            return self._reject(503, "overloaded", "the server holds too many upload bytes")
+            return self._reject(
+                503, "overloaded", "the server holds too many upload bytes", unread=True
+            )
         self.inflight += 1
         self.inflight_bytes += reserve
         hold: list = []
@@ -533,18 +543,20 @@ class Server:
                     self.buffers.give(buf)
         return self._answer(entry, outcome, detail)
 
-    def _round_mismatch(self, rnd: int) -> JSONResponse:
+    def _round_mismatch(self, rnd: int, *, unread: bool = False) -> JSONResponse:
         if rnd < self.state.round:
             return self._reject(
                 409,
                 "round_closed",
                 f"round {rnd} is closed; round {self.state.round} is open",
+                unread=unread,
                 round=self.state.round,
             )
         return self._reject(
             409,
             "round_not_open",
             f"round {rnd} is not open; round {self.state.round} is",
+            unread=unread,
             round=self.state.round,
         )
 
