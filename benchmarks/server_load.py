@@ -17,6 +17,10 @@ the server's peak RSS for:
 - ``plain-raw`` / ``plain-json``: benchmarks/plain_server.py, FastAPI + NumPy
   as a user would write it without ptth (no log, no idempotency).
 
+Beside wall-clock rates it reports CPU ms per upload (the server process's
+user + system time for HTTP modes, this process's for in-process ones),
+which moves much less than wall time when others load the machine.
+
     python benchmarks/server_load.py [--params 25000000] [--count 12] [--json FILE]
 
 Numbers are taken on a shared machine: they move with its load, so compare
@@ -172,6 +176,15 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process: steadier than wall time on a shared machine."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _peak_rss_mb(pid: int) -> float | None:
@@ -341,6 +354,7 @@ def _bench_http(
             "warning",
         ]
         proc = _Proc(cmd, url, env=env, cwd=HERE, log=log)
+    cpu0 = _cpu_seconds(proc.proc.pid)
     try:
         lat, sent, failures, wall = asyncio.run(
             _drive(url, uploads, transport, count, concurrency, time_limit, f"{kind}{transport}")
@@ -349,10 +363,13 @@ def _bench_http(
 
         accepted = httpx.get(url + "/v1/status", timeout=30).json()["accepted"]
         rss = _peak_rss_mb(proc.proc.pid)
+        cpu1 = _cpu_seconds(proc.proc.pid)
     finally:
         proc.stop()
     res = _summary(len(lat), wall, sent, lat, rss)
     res.update(failures=failures, accepted_by_server=accepted)
+    if cpu0 is not None and cpu1 is not None and lat:
+        res["server_cpu_ms_per_upload"] = 1e3 * (cpu1 - cpu0) / len(lat)
     return res
 
 
@@ -408,7 +425,12 @@ def run(
             ),
         }
         for mode in modes:
-            results["modes"][mode] = table[mode]()
+            c0 = time.process_time()
+            res = table[mode]()
+            if "server_cpu_ms_per_upload" not in res and res["uploads"]:
+                # In-process modes: this process's CPU (all threads) per upload.
+                res["server_cpu_ms_per_upload"] = 1e3 * (time.process_time() - c0) / res["uploads"]
+            results["modes"][mode] = res
     results["load_after"] = os.getloadavg()[0]
     m = results["modes"]
 
@@ -436,13 +458,18 @@ def report(results: dict) -> str:
             f"{results['count']} uploads per mode, {results['concurrency']} concurrent, "
             f"load {results['load_before']:.2f} -> {results['load_after']:.2f}"
         ),
-        f"{'mode':<18}{'uploads/s':>10}{'MB/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'peak RSS MB':>13}",
+        (
+            f"{'mode':<18}{'uploads/s':>10}{'MB/s':>9}{'p50 ms':>9}{'p99 ms':>9}"
+            f"{'peak RSS MB':>13}{'CPU ms/upload':>15}"
+        ),
     ]
     for mode, r in results["modes"].items():
         rss = f"{r['server_peak_rss_MB']:.0f}" if r.get("server_peak_rss_MB") else "-"
+        cpu = r.get("server_cpu_ms_per_upload")
+        cpu_s = f"{cpu:.0f}" if cpu is not None else "-"
         lines.append(
             f"{mode:<18}{r['uploads_per_s']:>10.2f}{r['MB_per_s']:>9.0f}"
-            f"{r['p50_ms']:>9.1f}{r['p99_ms']:>9.1f}{rss:>13}"
+            f"{r['p50_ms']:>9.1f}{r['p99_ms']:>9.1f}{rss:>13}{cpu_s:>15}"
             + (f"  ({r['failures']} failed)" if r.get("failures") else "")
         )
     for name, v in results["ratios"].items():

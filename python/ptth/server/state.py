@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import mmap
 import os
 import pickle
 import re
@@ -194,6 +195,8 @@ class State:
         self.fsync = fsync
         self.keep_key_rounds = keep_key_rounds
         self.max_size = max_size
+        # Updates, keys and models are the clients' data: the owner's alone.
+        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         (self.dir / "models").mkdir(parents=True, exist_ok=True)
         (self.dir / "rounds").mkdir(exist_ok=True)
         self._ckpt_lock = threading.Lock()
@@ -336,35 +339,24 @@ class State:
     def _replay(self, number: int, *, last: bool) -> None:
         path = self._seg_path(number)
         with open(path, "rb") as f:
-            data = f.read()
-        pos, entries = 0, []
+            size = os.fstat(f.fileno()).st_size
+            # Mapped, not read: a segment may hold up to --checkpoint-bytes of updates.
+            data: Any = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+        pos, entries, torn_at = 0, [], None
         view = memoryview(data)
-        while pos < len(data):
+        while pos < size:
             problem, end, entry = self._parse_entry(view, pos)
             if problem is None:
                 entries.append(entry)
                 pos = end
                 continue
             # A torn tail is the last write, cut short: never acknowledged.
-            torn = last and (end is None or end >= len(data))
-            if not torn:
+            if not (last and (end is None or end >= size)):
                 raise StateError(
                     f"{path}: {problem} at byte {pos} with data after it; the log is "
                     f"corrupted (not a torn tail); refusing to start"
                 )
-            log.warning(
-                "state %s: torn tail of %s at byte %d (%s): %d bytes never acknowledged, truncated",
-                self.dir,
-                path.name,
-                pos,
-                problem,
-                len(data) - pos,
-            )
-            self.truncated_tail += len(data) - pos
-            with open(path, "r+b") as f:
-                f.truncate(pos)
-                f.flush()
-                os.fsync(f.fileno())
+            torn_at = (pos, problem)
             break
         for start in range(0, len(entries), 16):
             chunk = entries[start : start + 16]
@@ -372,6 +364,25 @@ class State:
                 if err is not None:
                     raise StateError(f"{path}: logged update {entry.key!r} no longer adds: {err}")
                 self._remember(entry)
+        for entry in entries:  # the records hold no body: the map can go
+            entry.body.release()
+        view.release()
+        if size:
+            data.close()
+        if torn_at is not None:  # truncated only once nothing maps the file
+            log.warning(
+                "state %s: torn tail of %s at byte %d (%s): %d bytes never acknowledged, truncated",
+                self.dir,
+                path.name,
+                pos,
+                torn_at[1],
+                size - pos,
+            )
+            self.truncated_tail += size - pos
+            with open(path, "r+b") as f:
+                f.truncate(pos)
+                f.flush()
+                os.fsync(f.fileno())
         self.replayed += len(entries)
         self.wal_bytes += pos
 
