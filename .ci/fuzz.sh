@@ -93,6 +93,11 @@ done
 # The Python fuzz target of ptth serve's request parsing (atheris), 30 s.
 py_seconds=${PTTH_FUZZ_PY_SECONDS:-30}
 echo "== fuzz_server_parsing (atheris, ${py_seconds} s)"
+if ! "$python" -c "import ptth.server" 2>/dev/null; then
+  echo "ptth.server does not import with $python: install the package with its server extra" \
+    "first (python -m pip install '.[test]')" >&2
+  exit 2
+fi
 "$python" -m pip install -q --disable-pip-version-check "atheris>=2.3"
 rm -rf "$build/py/seeds" && mkdir -p "$build/py/corpus" "$build/py/artifacts"
 "$python" fuzz/fuzz_server_parsing.py --make-seeds "$build/py/seeds"

@@ -204,3 +204,54 @@ def test_damaged_checkpoint_refuses_to_start(tmp_path, model_file, template, dam
     code, log = srv.run_to_exit()
     assert code == 1 and "refusing to start" in log and ckpt.name in log
     assert ("checksum mismatch" if damage == "flip" else "size does not match") in log
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 512 KiB tmpfs: a real disk that fills up (needs root, as CI has)."""
+    import os
+    import subprocess
+
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mnt)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_a_full_disk_stops_acknowledging_and_loses_nothing(
+    tmp_path, model_file, template, tiny_disk
+):
+    srv = ServerProcess(tmp_path, model_file, state=tiny_disk / "state").start()
+    try:
+        uploads = make_uploads(template, 60, seed=50)
+        codes = {}
+        with httpx.Client(base_url=srv.url, timeout=30) as c:
+            for u in uploads:
+                r = c.post("/v1/updates", **u.request())
+                codes[u.key] = (r.status_code, r.json().get("reason"))
+        acked = [k for k, (s, _) in codes.items() if s == 200]
+        refused = [k for k, (s, _) in codes.items() if s != 200]
+        assert acked and refused, codes
+        assert all(codes[k] == (503, "state_failed") for k in refused)
+        # Once failed, nothing more is acknowledged, even a small update.
+        first_refused = list(codes).index(refused[0])
+        assert all(codes[k][0] != 200 for k in list(codes)[first_refused:])
+        st = srv.status()
+        assert st["failed"] is True
+        srv.kill9()
+        srv.start()  # the log holds exactly the acknowledged updates (a torn tail is cut)
+        assert srv.status()["accepted"] == len(acked)
+    finally:
+        srv.stop()

@@ -302,11 +302,16 @@ class Server:
                     it.future.set_result(res)
             for it in deferred:
                 self.queue.put_nowait(it)
-            await self._maybe_checkpoint(loop)
+            try:
+                await self._maybe_checkpoint(loop)
+            except Exception as exc:  # noqa: BLE001 - e.g. the next segment cannot be created
+                self._fail(f"starting a checkpoint failed: {exc}")
 
     def _commit(self, batch: list[_Pending]):
         """On the commit thread: dedupe, check rounds, add, log, fsync. One result per item."""
         st = self.state
+        if self.failed:  # the log may lack updates the aggregator holds: acknowledge nothing
+            return [("failed", None)] * len(batch), []
         results: list = [None] * len(batch)
         todo, seen, deferred = [], set(), []
         for i, it in enumerate(batch):
