@@ -113,6 +113,16 @@ def add_batch(aggregator: Any, entries: Sequence[Entry], *, max_size: int | None
     The one place updates reach the aggregator (the committer and replay both
     call it). Entries are grouped by their ``add`` options, so that moving to
     ``Aggregator.add_many`` replaces the inner loop with one call per group.
+
+    Args:
+        aggregator: a ``ptth.Aggregator``.
+        entries: :class:`ptth.server.state.Entry` objects (body, weight, kind, options).
+        max_size: ``max_size`` of every decode (default: ptth's).
+
+    Example::
+
+        errors = add_batch(agg, [Entry("k1", 1, 120.0, "delta", "<", False, blob)])
+        assert errors == [None] and agg.count == 1
     """
     out: list = [None] * len(entries)
     groups: dict[tuple, list[int]] = collections.defaultdict(list)

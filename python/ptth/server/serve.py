@@ -131,6 +131,11 @@ def read_tokens(path: str | os.PathLike) -> list[str]:
 
     Raises:
         ValueError: the file holds no token, or a token has spaces or control characters.
+        OSError: the file cannot be read.
+
+    Example::
+
+        tokens = read_tokens("tokens.txt")   # "# clients\nabc\ndef\n" -> ["abc", "def"]
     """
     tokens = []
     for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):

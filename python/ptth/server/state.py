@@ -178,6 +178,15 @@ class State:
         keep_key_rounds: idempotency keys of this many closed rounds are kept
             beside the open round's.
         max_size: ``max_size`` of every decode on replay.
+
+    Raises:
+        StateError: the directory is damaged, incomplete or from another model.
+
+    Example::
+
+        st = State("state", "model.ptth", add_batch=add_batch)
+        errors = add_batch(st.aggregator, entries)
+        st.append([e for e, err in zip(entries, errors) if err is None])  # durable now
     """
 
     def __init__(
