@@ -7,6 +7,7 @@
 #
 #   PTTH_FUZZ_SECONDS  seconds per target (default 60)
 #   PTTH_FUZZ_TARGETS  which targets (default: fuzz_loads fuzz_stream fuzz_inflate fuzz_aggregate)
+#   PTTH_FUZZ_PY_SECONDS  seconds for fuzz/fuzz_server_parsing.py (atheris; default 30)
 #
 # Needs root for apt-get only when clang or its libFuzzer runtime is missing.
 set -euo pipefail
@@ -89,31 +90,40 @@ for t in $targets; do
   fi
 done
 
-# ptth.convert's safetensors and .npz readers: atheris (libFuzzer for Python),
-# only PTTHError may leave a reader. PTTH_FUZZ_PY_SECONDS (default 30).
+# The Python parsers (ptth.convert's safetensors and .npz readers, ptth serve's
+# request parsing) under atheris, libFuzzer for Python: only the documented
+# errors may leave them. PTTH_FUZZ_PY_SECONDS per target (default 30).
 py_seconds=${PTTH_FUZZ_PY_SECONDS:-30}
-echo "== fuzz_formats.py, atheris (${py_seconds} s)"
-"$python" -m pip install -q "atheris==3.0.0"
-rm -rf "$build/py-seeds" && mkdir -p "$build/corpus/fuzz_formats"
-"$python" fuzz/fuzz_formats.py --make-seeds "$build/py-seeds"
-log="$build/logs/fuzz_formats.log"
-t0=$SECONDS
-if "$python" fuzz/fuzz_formats.py -max_total_time="$py_seconds" -rss_limit_mb=2048 -timeout=25 \
-     -print_final_stats=1 -artifact_prefix="$build/artifacts/fuzz_formats-" \
-     "$build/corpus/fuzz_formats" "$build/py-seeds" >"$log" 2>&1; then
-  runs=$(grep -Eo 'number_of_executed_units: *[0-9]+' "$log" | grep -Eo '[0-9]+$' || true)
-  echo "fuzz_formats: clean, $runs runs in $((SECONDS - t0)) s"
-else
-  failed+=("fuzz_formats")
-  echo "fuzz_formats: FINDING (log: $log)"
-  grep -v -E '^#[0-9]+ |^INFO: Instrumenting|^"' "$log" | tail -n 60
-  for f in "$build/artifacts/fuzz_formats"-*; do
-    [ -f "$f" ] || continue
-    echo "input $f ($(wc -c <"$f") bytes), hex:"
-    od -An -v -tx1 "$f" | tr -d ' \n' | fold -w 120
-    echo
-  done
+py_targets=${PTTH_FUZZ_PY_TARGETS:-fuzz_formats fuzz_server_parsing}
+if ! "$python" -c "import ptth.convert, ptth.server" 2>/dev/null; then
+  echo "ptth with its extras does not import with $python: install it first" \
+    "(python -m pip install '.[test]')" >&2
+  exit 2
 fi
+"$python" -m pip install -q --disable-pip-version-check "atheris==3.0.0"
+for t in $py_targets; do
+  echo "== $t (atheris, ${py_seconds} s)"
+  rm -rf "$build/py/$t/seeds" && mkdir -p "$build/py/$t/seeds" "$build/py/$t/corpus"
+  "$python" "fuzz/$t.py" --make-seeds "$build/py/$t/seeds"
+  log="$build/logs/$t.log"
+  t0=$SECONDS
+  if "$python" "fuzz/$t.py" -max_total_time="$py_seconds" -rss_limit_mb=2048 -timeout=25 \
+       -print_final_stats=1 -artifact_prefix="$build/artifacts/$t-" \
+       "$build/py/$t/corpus" "$build/py/$t/seeds" >"$log" 2>&1; then
+    runs=$(grep -Eo 'number_of_executed_units: *[0-9]+' "$log" | grep -Eo '[0-9]+$' || true)
+    echo "$t: clean, $runs runs in $((SECONDS - t0)) s"
+  else
+    failed+=("$t")
+    echo "$t: FINDING (log: $log)"
+    grep -v -E '^#[0-9]+ |^INFO: Instrumenting|^INFO:|^"' "$log" | tail -n 60
+    for f in "$build/artifacts/$t"-*; do
+      [ -f "$f" ] || continue
+      echo "input $f ($(wc -c <"$f") bytes), hex:"
+      od -An -v -tx1 "$f" | tr -d ' \n' | fold -w 120
+      echo
+    done
+  fi
+done
 
 echo "== fuzzing took $((SECONDS - start)) s"
 if [ ${#failed[@]} -gt 0 ]; then

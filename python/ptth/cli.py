@@ -179,6 +179,8 @@ _EPILOGS = {
     "example": "example:\n  ptth example update.ptth --dtype float16 --compress 6",
     "demo": "example:\n  ptth demo --params 1000000 --clients 8",
     "bench": "example:\n  ptth bench --quick",
+    "serve": "example:\n  ptth serve model.ptth --state state/ --tokens tokens.txt "
+    "--admin-token-file admin.txt\n  ptth serve --demo",
 }
 
 
@@ -268,7 +270,28 @@ def _parser() -> argparse.ArgumentParser:
     bn.set_defaults(run=bench.run, file="bench")
 
     _cli_model.add_commands(sub)
+    sv = _sub(sub, "serve", "run the aggregation server (needs ptth[server])")
+    _serve_arguments(sv)
     return p
+
+
+def _serve_arguments(sv) -> None:
+    try:
+        from .server.serve import add_arguments
+    except ImportError as exc:  # the extra is not installed: say so when serve is asked for
+        missing = str(exc)
+
+        def unavailable(args) -> int:
+            print(
+                f"ptth serve needs the server extra: pip install 'ptth[server]' ({missing})",
+                file=sys.stderr,
+            )
+            return 2
+
+        sv.add_argument("rest", nargs=argparse.REMAINDER)
+        sv.set_defaults(run=unavailable, file="serve")
+        return
+    add_arguments(sv)
 
 
 def main(argv=None) -> int:
