@@ -14,7 +14,7 @@ using namespace ptth;
 
 struct Failure {
   bool thrown = false;
-  Reason reason = Reason::bad_argument;
+  Reason reason = Reason::closed;  // overwritten by the error, if any
   uint64_t offset = 0;
 };
 
