@@ -842,3 +842,39 @@ print(hashlib.sha256(b"".join(a.data for a in arrays.values())).hexdigest())
         assert res.returncode == 0, res.stderr[-2000:]
         digests.append(res.stdout.strip().splitlines()[-1])
     assert digests[0] == digests[1]
+
+
+def test_numpy_view_takes_np_save_headers_fast_and_the_rest_through_numpy():
+    # A header np.save writes, one it could write with padding changed, and a hostile shape.
+    for arr in (np.ones((2, 3), "<f4"), np.ones(3, "|b1"), np.ones((4, 1), ">f8")):
+        a = Array(arr)
+        assert pf._records._npy_header_fast(a.data) is not None
+        np.testing.assert_array_equal(pf.numpy_view(a), arr)
+    header = (
+        b"{'shape': (3,), 'fortran_order': False, 'descr': '<f4'}"  # key order of an older numpy
+    )
+    header += b" " * (63 - len(header)) + b"\n"
+    data = b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header + b"\0" * 12
+    a = Array("float32", (3,), "numpy.ndarray", data)
+    assert pf._records._npy_header_fast(data) is None
+    np.testing.assert_array_equal(pf.numpy_view(a), a.numpy())
+    huge = b"{'descr': '<f4', 'fortran_order': False, 'shape': (4294967296, 4294967296), }"
+    huge += b" " * (127 - len(huge)) + b"\n"
+    data = b"\x93NUMPY\x01\x00" + len(huge).to_bytes(2, "little") + huge
+    with pytest.raises(ptth.PTTHError) as info:
+        pf.numpy_view(Array("float32", (1,), "numpy.ndarray", data))
+    assert info.value.reason == "length_mismatch"
+
+
+def test_flower_rows_for_ptth_bench():
+    """ptth bench's rows (quick): Row keyword arguments; the accuracy claims hold on them."""
+    from ptth.bench import Row
+    from ptth.flower.bench import flower_rows
+
+    rows = flower_rows(quick=True)
+    for row in rows:
+        cells = Row(**row).cells()
+        assert cells[0] == row["op"] and row["ours"] > 0 and row["base"] > 0
+    f16 = [r for r in rows if "PTTH" in r["op"]]
+    assert len(f16) == 2 and all(r["met"] for r in f16)  # half the bytes, 0.5 ulp: measured, exact
+    assert "ulp" in rows[0]["note"]

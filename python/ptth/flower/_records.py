@@ -12,6 +12,8 @@ rebuilds them unchanged; a ``ConfigRecord`` bytes value is not chunked.
 from __future__ import annotations
 
 import io
+import math
+import re
 from collections.abc import Callable, Mapping
 from typing import Any, Union
 
@@ -71,7 +73,61 @@ def numpy_view(array: Array, name: str = "") -> np.ndarray:
             f"{SType.NUMPY!r} arrays and {PTTH_STYPE!r} blobs",
         )
     data = array.data
-    head = io.BytesIO(memoryview(data)[: 65536 + 64])  # the largest header np.save writes, and more
+    parsed = _npy_header_fast(data)
+    if parsed is None:
+        parsed = _npy_header(data, label)
+    shape, fortran, dtype, offset = parsed
+    if dtype.hasobject or dtype.fields is not None or dtype.kind not in "biufc":
+        raise ptth.PTTHError("unsupported_dtype", f"{label} has dtype {dtype}")
+    count = math.prod(shape)  # Python ints: a hostile shape cannot wrap around
+    if len(data) - offset != count * dtype.itemsize:
+        raise ptth.PTTHError(
+            "length_mismatch",
+            f"{label}: the header says {shape} {dtype}, the payload has {len(data) - offset} bytes",
+        )
+    if count == 0:
+        return np.empty(shape, dtype)
+    flat = np.frombuffer(data, dtype=dtype, count=count, offset=offset)
+    return flat.reshape(shape, order="F" if fortran else "C")
+
+
+# What np.save writes for a plain dtype: parsed here in microseconds (np.lib.format evaluates
+# the header with ast.literal_eval, ~0.1 ms per Array, which dominates small-tensor models).
+_NPY_FAST = re.compile(
+    rb"\{'descr': '([<>|=][a-zA-Z][0-9]*)', 'fortran_order': (True|False), "
+    rb"'shape': \(([0-9, ]*)\), \} *\n"
+)
+_DTYPES: dict = {}
+
+
+def _npy_header_fast(data: bytes):
+    """(shape, fortran, dtype, payload offset) of np.save's usual header, or None."""
+    if data[:8] == b"\x93NUMPY\x01\x00" and len(data) >= 10:
+        start = 10
+        end = start + int.from_bytes(data[8:10], "little")
+    elif data[:8] == b"\x93NUMPY\x02\x00" and len(data) >= 12:
+        start = 12
+        end = start + int.from_bytes(data[8:12], "little")
+    else:
+        return None
+    m = _NPY_FAST.fullmatch(data, start, end) if end <= len(data) else None
+    if m is None:
+        return None
+    descr = m.group(1)
+    dtype = _DTYPES.get(descr)
+    if dtype is None:
+        try:
+            dtype = np.dtype(descr.decode("ascii"))
+        except TypeError:
+            return None
+        _DTYPES[descr] = dtype
+    shape = tuple(int(d) for d in m.group(3).split(b",") if d.strip())
+    return shape, m.group(2) == b"True", dtype, end
+
+
+def _npy_header(data: bytes, label: str):
+    """The same through np.lib.format, for every header the fast path does not take."""
+    head = io.BytesIO(memoryview(data)[: 65536 + 64])  # np.save's largest header, and more
     try:
         version = np.lib.format.read_magic(head)
         if version == (1, 0):
@@ -83,19 +139,7 @@ def numpy_view(array: Array, name: str = "") -> np.ndarray:
     except (ValueError, EOFError, SyntaxError) as exc:
         reason = "truncated" if len(data) < 10 else "bad_magic"
         raise ptth.PTTHError(reason, f"{label} is not a .npy payload: {exc}") from None
-    if dtype.hasobject or dtype.fields is not None or dtype.kind not in "biufc":
-        raise ptth.PTTHError("unsupported_dtype", f"{label} has dtype {dtype}")
-    offset = head.tell()
-    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
-    if len(data) - offset != count * dtype.itemsize:
-        raise ptth.PTTHError(
-            "length_mismatch",
-            f"{label}: the header says {shape} {dtype}, the payload has {len(data) - offset} bytes",
-        )
-    if count == 0:
-        return np.empty(shape, dtype)
-    flat = np.frombuffer(data, dtype=dtype, count=count, offset=offset)
-    return flat.reshape(shape, order="F" if fortran else "C")
+    return shape, fortran, dtype, head.tell()
 
 
 def _as_arrays(arrays: Arrays, what: str, keys=None) -> dict:
