@@ -281,6 +281,14 @@ def test_float16_full_weights_vs_stock():
         assert stock_err > 1e-4, k  # float16 rounding of every partial sum
 
 
+def test_stock_fedavg_refuses_ptth_replies_loudly():
+    """A PTTH reply reaching stock FedAvg fails (Array.numpy() refuses the stype), never averaged."""
+    glob = model(16)
+    replies = replies_for(glob, [pf.encode_record(model(17), glob)] * 2, [1, 2])
+    with pytest.raises(TypeError, match="ptth"):
+        StockFedAvg().aggregate_train(1, replies)
+
+
 def test_partial_updates_are_weighted_per_parameter():
     glob = model(2)
     a = {"fc.weight": model(20)["fc.weight"], "scale": model(20)["scale"]}  # full, partial
