@@ -332,3 +332,36 @@ def test_pickle_and_merge(backend):
     with pytest.raises(backend.PTTHError) as err:
         restored.merge(other)
     assert err.value.reason == "shape_mismatch"
+
+
+def test_add_many_reports_each_bad_update_and_folds_the_rest(backend):
+    """Bad data in one update (a blob or a mapping) is that update's outcome; the others
+    are folded exactly as sequential adds would fold them."""
+    tmpl = make_template(8)
+    good = [make_update(tmpl, 40 + i) for i in range(3)]
+    batch = [
+        backend.dumps(good[0]),
+        {"fc.bias": np.ones(64, np.int64)},
+        good[1],
+        b"junk",
+        backend.dumps(good[2], compress=6),
+    ]
+    agg = backend.Aggregator(tmpl)
+    out = agg.add_many(batch, [1.0, 2.0, 3.0, 4.0, 5.0])
+    assert [type(r).__name__ for r in out] == [
+        "AddResult",
+        "PTTHError",
+        "AddResult",
+        "PTTHError",
+        "AddResult",
+    ]
+    assert out[1].reason == "unsupported_dtype" and out[3].reason == "not_ptth"
+    seq = backend.Aggregator(tmpl)
+    for u, w in ((good[0], 1.0), (good[1], 3.0), (good[2], 5.0)):
+        seq.add(u, w)
+    assert agg.count == 3 and agg.total_weight == seq.total_weight
+    for a, b in zip(agg.partial().accumulators, seq.partial().accumulators):
+        assert np.array_equal(bits(a), bits(b))
+    with pytest.raises(TypeError):  # an update of the wrong type is a bad argument
+        agg.add_many([backend.dumps(good[0]), 12])
+    assert agg.count == 3

@@ -201,10 +201,17 @@ py::list decode_blob(py::handle data, bool copy, ByteOrder byteorder, Relabel re
   return records_to_list(d.records, &in);
 }
 
+ReadOptions stream_options(ByteOrder byteorder, Relabel relabel, uint64_t max_size,
+                           uint64_t size_hint) {
+  ReadOptions o = read_options(byteorder, relabel, max_size);
+  o.prealloc = size_hint;
+  return o;
+}
+
 class PyDecoder {
  public:
-  PyDecoder(ByteOrder byteorder, Relabel relabel, uint64_t max_size)
-      : dec_(read_options(byteorder, relabel, max_size)) {}
+  PyDecoder(ByteOrder byteorder, Relabel relabel, uint64_t max_size, uint64_t size_hint)
+      : dec_(stream_options(byteorder, relabel, max_size, size_hint)) {}
 
   py::list feed(py::handle chunk) {
     Input in(chunk);
@@ -579,6 +586,26 @@ class PyAggregator {
   std::shared_ptr<Aggregator> core_;
 };
 
+// An uninitialised C-contiguous array from the core's allocator (huge pages,
+// pooled): kernel outputs and aggregator results. Its base owns the memory.
+py::array empty(std::vector<py::ssize_t> shape, DType dtype) {
+  uint64_t n = itemsize(dtype);
+  for (py::ssize_t d : shape) {
+    if (d < 0) throw py::value_error("negative dimensions are not allowed");
+    if (!checked_mul(n, uint64_t(d), &n) || n > uint64_t(INT64_MAX))
+      throw py::value_error("array is too big");
+  }
+  uint8_t* raw = buffer_alloc(n);
+  py::capsule owner(raw, [](void* p) { buffer_free(p); });
+  std::vector<py::ssize_t> strides(shape.size());
+  py::ssize_t stride = py::ssize_t(itemsize(dtype));
+  for (size_t i = shape.size(); i-- > 0;) {
+    strides[i] = stride;
+    stride *= shape[i] > 0 ? shape[i] : 1;
+  }
+  return py::array(numpy_dtype(dtype, false), shape, strides, raw, owner);
+}
+
 py::dict build_info() {
   py::dict d;
   d["compiler"] = compiler_id();
@@ -590,6 +617,10 @@ py::dict build_info() {
   d["simd_note"] = simd_note();
   d["zlib_ng"] = zlib_ng_version();
   d["zlib_ng_origin"] = zlib_ng_origin();
+  d["huge_pages"] = huge_pages_name(huge_pages());
+  PoolStats pool = buffer_pool_stats();
+  d["pool_idle_bytes"] = pool.idle_bytes;
+  d["pool_cap_bytes"] = pool.cap_bytes;
   return d;
 }
 
@@ -650,13 +681,15 @@ PYBIND11_MODULE(_core, m) {
   m.attr("DEFAULT_MAX_SIZE") = kDefaultMaxSize;
   m.def("reasons", &reasons);
   m.def("build_info", &build_info);
+  m.def("empty", &empty, py::arg("shape"), py::arg("dtype"));
+  m.def("release_memory", [] { return buffer_release_pool(); });
 
   m.def("detect_wrapper", &detect, py::arg("data"));
   m.def("decode", &decode_blob, py::arg("data"), py::arg("copy"), py::arg("byteorder"),
         py::arg("relabel"), py::arg("max_size"));
   py::class_<PyDecoder>(m, "Decoder")
-      .def(py::init<ByteOrder, Relabel, uint64_t>(), py::arg("byteorder"), py::arg("relabel"),
-           py::arg("max_size"))
+      .def(py::init<ByteOrder, Relabel, uint64_t, uint64_t>(), py::arg("byteorder"),
+           py::arg("relabel"), py::arg("max_size"), py::arg("size_hint") = 0)
       .def("feed", &PyDecoder::feed, py::arg("chunk"))
       .def("close", &PyDecoder::close)
       .def_property_readonly("byteorder", &PyDecoder::byteorder)

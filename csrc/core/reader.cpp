@@ -288,7 +288,9 @@ void byteswap_inplace(uint8_t* p, uint64_t n, size_t width) noexcept {
 uint8_t* CollectingSink::payload_space(const RecordInfo& r, uint64_t have, size_t* room) {
   // Memory follows the bytes that arrived: start small, double, never past nbytes.
   constexpr uint64_t kFirst = uint64_t(1) << 18;
-  uint64_t want = std::min<uint64_t>(r.nbytes, std::max<uint64_t>(kFirst, 2 * have));
+  uint64_t want = r.nbytes <= prealloc_
+                      ? r.nbytes
+                      : std::min<uint64_t>(r.nbytes, std::max<uint64_t>(kFirst, 2 * have));
   if (!pending_) pending_.reset(buffer_alloc(want));
   else if (buffer_capacity(pending_.get()) <= have) {
     uint8_t* grown = buffer_grow(pending_.get(), want);  // the old block is moved or freed

@@ -32,6 +32,10 @@ struct ReadOptions {
   Relabel relabel = Relabel::off;
   // Largest blob the reader will wait for (checked before each item).
   uint64_t max_size = UINT64_MAX;
+  // Streaming: a payload of up to this many bytes may be allocated whole
+  // before its bytes arrive (a source of known size: a longer claim is
+  // truncation anyway). 0: memory follows the bytes that arrived.
+  uint64_t prealloc = 0;
 };
 
 struct RecordInfo {
@@ -136,7 +140,7 @@ struct CollectedRecord {
 
 class CollectingSink : public RecordSink {
  public:
-  explicit CollectingSink(bool copy) : copy_(copy) {}
+  explicit CollectingSink(bool copy, uint64_t prealloc = 0) : copy_(copy), prealloc_(prealloc) {}
   uint8_t* payload_space(const RecordInfo& r, uint64_t have, size_t* room) override;
   void on_record(const RecordInfo& r, const uint8_t* payload) override;
   std::vector<CollectedRecord>& records() noexcept { return records_; }
@@ -145,6 +149,7 @@ class CollectingSink : public RecordSink {
 
  private:
   bool copy_;
+  uint64_t prealloc_;
   Buffer pending_;
   std::vector<CollectedRecord> records_;
 };

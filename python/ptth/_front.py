@@ -490,7 +490,9 @@ def iter_load(
         view = memoryview(buf)
         n = _read_into(f, view)
         cap = explicit if explicit is not None else _cap_for(size, view[:n])
-        dec = _engine.Decoder(order, relabel, cap)
+        # a payload no larger than the file may be allocated whole: a longer claim is
+        # truncation anyway, and a whole allocation reuses pooled pages
+        dec = _engine.Decoder(order, relabel, cap, 0 if size is None else size)
         while n:
             yield from dec.feed(view[:n])
             n = _read_into(f, view)
@@ -704,9 +706,18 @@ def _float_input(x: object, what: str, allowed: tuple[np.dtype, ...] = _FLOATS) 
     return arr
 
 
+_ENGINE_DTYPES = {_F16: "float16", _F32: "float32", _F64: "float64", _I32: "int32"}
+
+
+def _empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """A fresh output from the engine's allocator (the native one maps huge pages and
+    reuses freed buffers, so a fresh output need not fault and zero new pages)."""
+    return _engine.empty(list(shape), getattr(_engine.DType, _ENGINE_DTYPES[dtype]))
+
+
 def _out(out: object, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     if out is None:
-        return np.empty(shape, dtype)
+        return _empty(shape, dtype)
     if not isinstance(out, np.ndarray):
         raise TypeError(f"out must be a NumPy array, not {_type_name(out)}")
     if out.dtype != dtype:
@@ -916,7 +927,7 @@ def apply_delta(base: Tensors, delta: Tensors, *, scale: float = 1.0) -> dict[st
                 np.multiply(_F16.type(factor), step, out=step)
                 out[key] = np.add(b, step, out=step)
             continue
-        result = np.empty(b.shape, b.dtype)
+        result = _empty(b.shape, b.dtype)
         if b.dtype == _F32 and d.dtype == _F16:
             _engine.axpy_f32_f16(b, factor, d, result)
         elif b.dtype == _F32:
@@ -1284,7 +1295,14 @@ class Aggregator:
             raise TypeError(
                 f"updates must be an iterable of blobs or mappings, not {_type_name(updates)}"
             ) from None
-        items = [self._update(u) for u in batch]
+        # A bad update (wrong dtype in a mapping) is that update's outcome; only a bad
+        # argument (an update of the wrong type) stops the call.
+        items: list[Any] = []
+        for u in batch:
+            try:
+                items.append(self._update(u))
+            except PTTHError as exc:
+                items.append(exc)
         if weights is None:
             ws = [1.0] * len(items)
         else:
@@ -1300,10 +1318,12 @@ class Aggregator:
         opts = self._options(
             kind, clip_norm, max_norm, max_abs, allow_nonfinite, allow_cast, count_empty, loads_kw
         )
-        return [
-            r if isinstance(r, PTTHError) else AddResult(*r)
-            for r in self._core.add_many(items, ws, opts)
-        ]
+        ready = [i for i, it in enumerate(items) if not isinstance(it, PTTHError)]
+        done = self._core.add_many([items[i] for i in ready], [ws[i] for i in ready], opts)
+        out: list[AddResult | PTTHError] = list(items)  # the refused ones keep their error
+        for i, r in zip(ready, done):
+            out[i] = r if isinstance(r, PTTHError) else AddResult(*r)
+        return out
 
     def merge(self, other: Aggregator | PartialAggregate) -> None:
         """Add another aggregator's (or a :class:`PartialAggregate`'s) state over the same template.
@@ -1629,6 +1649,22 @@ def _restore_aggregator(state: Any) -> Aggregator:
         raise PTTHError("bad_state", f"the aggregator state is not valid: {exc}") from None
     agg._core.restore(accs, sums, count, total, empty, False)
     return agg
+
+
+def release_memory() -> int:
+    """Return the memory ptth keeps for reuse to the operating system; the bytes released.
+
+    The native engine keeps freed buffers of 64 KiB and more (decoded uploads,
+    outputs, scratch of compressed adds) in a pool bounded by the environment
+    variable ``PTTH_POOL_BYTES`` (default 1 GiB), so a steady stream of
+    same-sized work faults no new pages. ``build_info()["pool_idle_bytes"]``
+    says how much it holds now. The pure engine keeps none (returns 0).
+
+    Example:
+        >>> ptth.release_memory() >= 0
+        True
+    """
+    return int(_engine.release_memory())
 
 
 def build_info() -> dict[str, Any]:

@@ -18,6 +18,7 @@ from .decode import Decoder, decode
 from .deflate import compress as _compress
 from .format import (
     DEFAULT_MAX_SIZE,
+    NUMPY,
     Accum,
     ByteOrder,
     Convert,
@@ -68,11 +69,13 @@ __all__ = [
     "decode",
     "decompress",
     "detect_wrapper",
+    "empty",
     "encode",
     "f16_to_f32",
     "f32_to_f16",
     "f64_to_f16",
     "reasons",
+    "release_memory",
     "sub_f32",
     "sub_f32_to_f16",
     "sub_f64",
@@ -97,6 +100,16 @@ def build_info() -> dict:
         "numpy": np.__version__,
         "python": platform.python_version(),
     }
+
+
+def empty(shape, dtype) -> np.ndarray:
+    """An uninitialised C-contiguous array (NumPy's allocator: the pure engine keeps no pool)."""
+    return np.empty(tuple(shape), NUMPY[DType(dtype)])
+
+
+def release_memory() -> int:
+    """The pure engine keeps no memory of its own: nothing to release."""
+    return 0
 
 
 def detect_wrapper(data) -> Wrapper:

@@ -145,7 +145,9 @@ class Decoder:
     as does feed() after close(). close() after a successful close() does nothing.
     """
 
-    def __init__(self, byteorder, relabel, max_size: int):
+    def __init__(self, byteorder, relabel, max_size: int, size_hint: int = 0):
+        # size_hint: the native engine's allocation policy for sources of known size;
+        # NumPy's allocator needs none (results do not depend on it)
         self._reader_args = (byteorder, relabel, int(max_size))
         if max_size < 4:  # not even the magic fits: as the core's reader says at once
             raise PTTHError(

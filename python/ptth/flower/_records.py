@@ -227,7 +227,10 @@ def encode_record(
     if dtype == "float16":
         _check_float16(values)
     blob = ptth.dumps(
-        values, dtype="float32" if dtype == "float32" else None, compress=compress, wrapper=wrapper
+        values,
+        dtype="float32" if dtype == "float32" else None,
+        compress=compress,
+        wrapper=None if compress is None else wrapper,
     )
     return ArrayRecord(
         {key: Array(dtype="uint8", shape=(len(blob),), stype=PTTH_STYPE, data=bytes(blob))}
