@@ -1,6 +1,6 @@
 // Element kernels (float16 conversion, delta, axpy, accumulate, finiteness)
 // behind a function table chosen once from the CPU's features, zlib-ng style:
-// one source file per instruction set (f16_scalar.cpp is the reference),
+// one source file per instruction set in simd/ (scalar.cpp is the reference),
 // ISA flags set per file, so no vector instruction leaks into code that runs
 // on every CPU.
 //

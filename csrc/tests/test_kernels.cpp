@@ -29,7 +29,7 @@
 #include <string>
 #include <vector>
 
-#include "core/cpu.hpp"
+#include "core/simd/cpu.hpp"
 #include "core/kernels.hpp"
 
 using ptth::Kernels;

@@ -1,4 +1,4 @@
-#include "core/cpu.hpp"
+#include "core/simd/cpu.hpp"
 
 #include <cstdio>
 #include <cstdlib>

@@ -4,7 +4,7 @@
 
 #include <cstring>
 
-#include "core/cpu.hpp"
+#include "core/simd/cpu.hpp"
 
 namespace ptth {
 namespace detail {

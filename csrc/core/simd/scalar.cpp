@@ -3,7 +3,7 @@
 // tested against this file.
 #include <cstring>
 
-#include "core/cpu.hpp"
+#include "core/simd/cpu.hpp"
 
 namespace ptth {
 namespace detail {
