@@ -6,14 +6,20 @@
 // - the arithmetic kernels on random and special values, every length
 //   0..67 (and a few long ones), pointers misaligned by 0..3 bytes, outputs
 //   aliasing inputs, and guard bytes around every output;
-// - dispatch: tier names, availability, PTTH_SIMD resolution.
+// - dispatch: tier names, availability, PTTH_SIMD resolution;
+// - wave 2: f64->f32 against the float grid (exact double arithmetic) and
+//   the C cast, over every kind of halfway point; f32->f64 over every
+//   subnormal and exponent, f16->f64 over all halves; div and axpy_div on
+//   data that tells them from a reciprocal multiply or a fused multiply-add;
+//   the stats against the 16-lane definition written out (bit for bit), the
+//   scalar tier and a long-double sum, with NaN bytes around every input.
 //
 // The rounding oracle does not share code with the kernels: it decodes every
 // half to a double and rounds by searching the sorted half values (ties to
 // even), so it only relies on double arithmetic being exact on these values.
 //
-// Usage: test_kernels [--quick]   (--quick samples the 2^32 sweep and skips
-// the 32 MiB outputs)
+// Usage: test_kernels [--quick | --bench]   (--quick samples the 2^32 sweep
+// and skips the 32 MiB outputs; --bench times the wave-2 kernels instead)
 #include <algorithm>
 #include <chrono>
 #include <cinttypes>
@@ -1194,11 +1200,12 @@ void test_stats(SimdTier tier) {
 
 // ------------------------------------------------------------------ bench ---
 
-// --bench: ns per element over 25M elements for each wave-2 kernel in every
-// available tier, beside a plain loop doing what NumPy's does (compiled here
-// for the baseline ISA at the build's -O level; the stats loop is one pass,
-// where NumPy needs isfinite, abs().max() and a dot). Best of 5 after a
-// warm-up; the machine's other load shows up in every column alike.
+// --bench: ns per element over 25M elements, and in cache, for each wave-2
+// kernel in every available tier, beside a plain loop doing what NumPy's
+// does (compiled here for the baseline ISA at the build's -O level; the
+// stats loop is one pass, where NumPy needs isfinite, abs().max() and a
+// dot). Best of 5 after a warm-up; the machine's other load shows up in
+// every column alike.
 volatile double g_sink = 0;
 
 template <class F>
@@ -1264,58 +1271,74 @@ void run_bench(const std::vector<SimdTier>& tiers) {
   using K = const Kernels&;
   struct Row {
     const char* name;
-    std::function<void()> plain;
-    std::function<void(K)> kernel;
+    std::function<void(size_t)> plain;
+    std::function<void(K, size_t)> kernel;
   };
   const Row rows[] = {
-      {"f64_to_f32", [&] { plain_f64_to_f32(a64.data(), o32.data(), n); },
-       [&](K k) { k.f64_to_f32(a64.data(), o32.data(), n); }},
-      {"f32_to_f64", [&] { plain_f32_to_f64(a32.data(), o64.data(), n); },
-       [&](K k) { k.f32_to_f64(a32.data(), o64.data(), n); }},
-      {"f16_to_f64", [&] { plain_f16_to_f64(h.data(), o64.data(), n, table.data()); },
-       [&](K k) { k.f16_to_f64(h.data(), o64.data(), n); }},
+      {"f64_to_f32", [&](size_t n) { plain_f64_to_f32(a64.data(), o32.data(), n); },
+       [&](K k, size_t n) { k.f64_to_f32(a64.data(), o32.data(), n); }},
+      {"f32_to_f64", [&](size_t n) { plain_f32_to_f64(a32.data(), o64.data(), n); },
+       [&](K k, size_t n) { k.f32_to_f64(a32.data(), o64.data(), n); }},
+      {"f16_to_f64", [&](size_t n) { plain_f16_to_f64(h.data(), o64.data(), n, table.data()); },
+       [&](K k, size_t n) { k.f16_to_f64(h.data(), o64.data(), n); }},
       {"stats_f16",
-       [&] {
+       [&](size_t n) {
          plain_stats(h.data(), h.data(), n, &st, [&](const uint16_t* x, const uint16_t*, size_t i) { return table[x[i]]; });
        },
-       [&](K k) { k.stats_f16(h.data(), n, &st); }},
+       [&](K k, size_t n) { k.stats_f16(h.data(), n, &st); }},
       {"stats_f32",
-       [&] { plain_stats(a32.data(), a32.data(), n, &st, [](const float* x, const float*, size_t i) { return double(x[i]); }); },
-       [&](K k) { k.stats_f32(a32.data(), n, &st); }},
+       [&](size_t n) { plain_stats(a32.data(), a32.data(), n, &st, [](const float* x, const float*, size_t i) { return double(x[i]); }); },
+       [&](K k, size_t n) { k.stats_f32(a32.data(), n, &st); }},
       {"stats_f64",
-       [&] { plain_stats(a64.data(), a64.data(), n, &st, [](const double* x, const double*, size_t i) { return x[i]; }); },
-       [&](K k) { k.stats_f64(a64.data(), n, &st); }},
+       [&](size_t n) { plain_stats(a64.data(), a64.data(), n, &st, [](const double* x, const double*, size_t i) { return x[i]; }); },
+       [&](K k, size_t n) { k.stats_f64(a64.data(), n, &st); }},
       {"stats_sub_f32",
-       [&] {
+       [&](size_t n) {
          plain_stats(a32.data(), b32.data(), n, &st,
                      [](const float* x, const float* y, size_t i) { return double(float(x[i] - y[i])); });
        },
-       [&](K k) { k.stats_sub_f32(a32.data(), b32.data(), n, &st); }},
+       [&](K k, size_t n) { k.stats_sub_f32(a32.data(), b32.data(), n, &st); }},
       {"stats_sub_f64",
-       [&] {
+       [&](size_t n) {
          plain_stats(a64.data(), b64.data(), n, &st, [](const double* x, const double* y, size_t i) { return x[i] - y[i]; });
        },
-       [&](K k) { k.stats_sub_f64(a64.data(), b64.data(), n, &st); }},
-      {"div_f32", [&] { plain_div(a32.data(), 3.0f, o32.data(), n); }, [&](K k) { k.div_f32(a32.data(), 3.0f, o32.data(), n); }},
-      {"div_f64", [&] { plain_div(a64.data(), 3.0, o64.data(), n); }, [&](K k) { k.div_f64(a64.data(), 3.0, o64.data(), n); }},
-      {"axpy_div_f32", [&] { plain_axpy_div(r32.data(), 0.5f, a32.data(), 3.0f, n); },
-       [&](K k) { k.axpy_div_f32(r32.data(), 0.5f, a32.data(), 3.0f, n); }},
-      {"axpy_div_f64", [&] { plain_axpy_div(r64.data(), 0.5, a64.data(), 3.0, n); },
-       [&](K k) { k.axpy_div_f64(r64.data(), 0.5, a64.data(), 3.0, n); }},
+       [&](K k, size_t n) { k.stats_sub_f64(a64.data(), b64.data(), n, &st); }},
+      {"div_f32", [&](size_t n) { plain_div(a32.data(), 3.0f, o32.data(), n); }, [&](K k, size_t n) { k.div_f32(a32.data(), 3.0f, o32.data(), n); }},
+      {"div_f64", [&](size_t n) { plain_div(a64.data(), 3.0, o64.data(), n); }, [&](K k, size_t n) { k.div_f64(a64.data(), 3.0, o64.data(), n); }},
+      {"axpy_div_f32", [&](size_t n) { plain_axpy_div(r32.data(), 0.5f, a32.data(), 3.0f, n); },
+       [&](K k, size_t n) { k.axpy_div_f32(r32.data(), 0.5f, a32.data(), 3.0f, n); }},
+      {"axpy_div_f64", [&](size_t n) { plain_axpy_div(r64.data(), 0.5, a64.data(), 3.0, n); },
+       [&](K k, size_t n) { k.axpy_div_f64(r64.data(), 0.5, a64.data(), 3.0, n); }},
   };
-  std::printf("ns/element over %zu elements (best of 5; x = plain loop / tier)\n%-14s %8s", n, "kernel", "plain");
-  for (SimdTier t : tiers) std::printf(" %15s", ptth::tier_name(t));
-  std::printf("\n");
-  for (const Row& r : rows) {
-    const double base = best_ns(n, r.plain);
-    std::printf("%-14s %8.3f", r.name, base);
-    for (SimdTier t : tiers) {
-      const double ns = best_ns(n, [&] { r.kernel(ptth::kernels_for(t)); });
-      std::printf(" %8.3f %5.2fx", ns, base / ns);
-    }
+  // The same rows over 25M elements (memory-bound) and over the first 8192
+  // elements repeated (in cache, as in the aggregator's chunked passes).
+  const size_t kSmall = 8192, kReps = 1000;
+  for (const bool small : {false, true}) {
+    if (small)
+      std::printf("\nns/element in cache: %zu elements x %zu calls (best of 5; x = plain loop / tier)\n", kSmall,
+                  kReps);
+    else
+      std::printf("ns/element over %zu elements (best of 5; x = plain loop / tier)\n", n);
+    std::printf("%-14s %8s", "kernel", "plain");
+    for (SimdTier t : tiers) std::printf(" %15s", ptth::tier_name(t));
     std::printf("\n");
-    std::fflush(stdout);
-    g_sink = g_sink + st.sumsq + o64[n / 2] + o32[n / 3] + r64[n / 5] + r32[n / 7];
+    const size_t len = small ? kSmall : n, reps = small ? kReps : 1;
+    for (const Row& r : rows) {
+      const double base = best_ns(len * reps, [&] {
+        for (size_t k = 0; k < reps; ++k) r.plain(len);
+      });
+      std::printf("%-14s %8.3f", r.name, base);
+      for (SimdTier t : tiers) {
+        const Kernels& kt = ptth::kernels_for(t);
+        const double ns = best_ns(len * reps, [&] {
+          for (size_t k = 0; k < reps; ++k) r.kernel(kt, len);
+        });
+        std::printf(" %8.3f %5.2fx", ns, base / ns);
+      }
+      std::printf("\n");
+      std::fflush(stdout);
+      g_sink = g_sink + st.sumsq + o64[len / 2] + o32[len / 3] + r64[len / 5] + r32[len / 7];
+    }
   }
 }
 
