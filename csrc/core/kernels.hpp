@@ -81,10 +81,12 @@ SimdTier active_tier();
 // explanation (also printed once to stderr when the choice is made).
 const char* simd_note();
 
+// The defaults are the stats of no elements, so a running total can start
+// from Stats{} (still an aggregate: Stats{finite, sumsq, maxabs} works).
 struct Stats {
-  bool finite;    // no NaN, no +-inf
-  double sumsq;   // the 16-lane sum of squares defined above
-  double maxabs;  // max |x|, exact
+  bool finite = true;  // no NaN, no +-inf
+  double sumsq = 0.0;  // the 16-lane sum of squares defined above
+  double maxabs = 0.0; // max |x|, exact
 };
 
 struct Kernels {
