@@ -67,34 +67,9 @@ void load_as(DType dtype, const void* src, uint64_t lo, size_t n, T* out, float*
 
 // ---- statistics: finiteness, sum of squares, max |x| --------------------------
 
-// The sum of squares of one chunk: elements widened to double and squared,
-// summed in 16 interleaved lanes (lane j takes the elements i % 16 == j in
-// order), the lanes combined as a fixed binary tree. A parameter's sum is the
-// chunks' sums added in order; the update's, the parameters' in order.
-struct Stats {
-  bool finite = true;
-  double sumsq = 0;
-  double maxabs = 0;
-};
-
-template <typename T>
-Stats chunk_stats(const T* x, size_t n) {
-  double lane[16] = {};
-  double maxabs = 0;
-  bool finite = true;
-  for (size_t i = 0; i < n; ++i) {
-    double v = double(x[i]);
-    if (!std::isfinite(v)) finite = false;
-    lane[i % 16] = lane[i % 16] + v * v;
-    double a = std::fabs(v);
-    if (a > maxabs) maxabs = a;
-  }
-  double l[8];
-  for (int k = 0; k < 8; ++k) l[k] = lane[2 * k] + lane[2 * k + 1];
-  double q[4];
-  for (int k = 0; k < 4; ++k) q[k] = l[2 * k] + l[2 * k + 1];
-  return Stats{finite, (q[0] + q[1]) + (q[2] + q[3]), maxabs};
-}
+// A parameter's statistics are its 4096-element chunks' (kernels.hpp: 16
+// interleaved lanes and a fixed tree within a chunk), the chunks' sums added
+// in order; the update's, the parameters' in order. ptth.Stats starts empty.
 
 void merge_stats(Stats& into, const Stats& s) {
   into.finite = into.finite && s.finite;
@@ -105,11 +80,22 @@ void merge_stats(Stats& into, const Stats& s) {
 // Statistics of a delta's values (widened to double: exact for every dtype).
 Stats part_stats(DType dtype, const void* data, uint64_t numel, std::vector<double>& scratch,
                  std::vector<float>& wide) {
+  const Kernels& k = kernels();
+  const auto* p = static_cast<const uint8_t*>(data);
   Stats total;
   for (uint64_t lo = 0; lo < numel; lo += kChunk) {
     size_t n = size_t(std::min<uint64_t>(kChunk, numel - lo));
-    load_as(dtype, data, lo, n, scratch.data(), wide.data());  // exact widening
-    merge_stats(total, chunk_stats(scratch.data(), n));
+    Stats s;
+    switch (dtype) {
+      case DType::float16: k.stats_f16(reinterpret_cast<const uint16_t*>(p) + lo, n, &s); break;
+      case DType::float32: k.stats_f32(reinterpret_cast<const float*>(p + 4 * lo), n, &s); break;
+      case DType::float64: k.stats_f64(reinterpret_cast<const double*>(p + 8 * lo), n, &s); break;
+      case DType::int32:
+        load_as(dtype, data, lo, n, scratch.data(), wide.data());
+        k.stats_f64(scratch.data(), n, &s);
+        break;
+    }
+    merge_stats(total, s);
   }
   return total;
 }
@@ -120,18 +106,17 @@ Stats full_stats(DType xd, const void* x, DType td, const void* t, uint64_t nume
                  bool* x_finite, std::vector<double>& scratch, std::vector<float>& wide) {
   Stats total;
   std::vector<T> xs(kChunk), ts(kChunk);
-  *x_finite = true;
   for (uint64_t lo = 0; lo < numel; lo += kChunk) {
     size_t n = size_t(std::min<uint64_t>(kChunk, numel - lo));
     load_as(xd, x, lo, n, xs.data(), wide.data());
     load_as(td, t, lo, n, ts.data(), wide.data());
-    for (size_t i = 0; i < n; ++i) {
-      if (!std::isfinite(double(xs[i]))) *x_finite = false;
-      xs[i] = xs[i] - ts[i];
-    }
-    merge_stats(total, chunk_stats(xs.data(), n));
+    Stats s;
+    if constexpr (sizeof(T) == 8) kernels().stats_sub_f64(xs.data(), ts.data(), n, &s);
+    else kernels().stats_sub_f32(xs.data(), ts.data(), n, &s);
+    merge_stats(total, s);
   }
-  (void)scratch;
+  // Only a non-finite difference needs to know whether x was finite (nonfinite vs overflow).
+  *x_finite = total.finite || part_stats(xd, x, numel, scratch, wide).finite;
   return total;
 }
 
@@ -177,27 +162,29 @@ bool acc_direct(Accum accum, void* acc, double w, DType dtype, const void* x, ui
 
 // ---- outputs --------------------------------------------------------------------
 
+// T values -> the output dtype at dst[lo..lo+n); false if a value does not fit
+// (non-finite after conversion when `check`; int32: out of range after rounding).
 template <typename T>
-bool store(const T* r, size_t n, DType out, void* dst, uint64_t lo, bool check,
-           std::vector<uint16_t>& half) {
+bool store(const T* r, size_t n, DType out, void* dst, uint64_t lo, bool check) {
   auto* d = static_cast<uint8_t*>(dst);
   const Kernels& k = kernels();
   switch (out) {
     case DType::float64: {
       auto* o = reinterpret_cast<double*>(d) + lo;
-      for (size_t i = 0; i < n; ++i) o[i] = double(r[i]);
+      if constexpr (sizeof(T) == 8) std::memcpy(o, r, 8 * n);
+      else k.f32_to_f64(reinterpret_cast<const float*>(r), o, n);
       return !check || k.all_finite_f64(o, n);
     }
     case DType::float32: {
       auto* o = reinterpret_cast<float*>(d) + lo;
-      for (size_t i = 0; i < n; ++i) o[i] = float(r[i]);
+      if constexpr (sizeof(T) == 8) k.f64_to_f32(reinterpret_cast<const double*>(r), o, n);
+      else std::memcpy(o, r, 4 * n);
       return !check || k.all_finite_f32(o, n);
     }
     case DType::float16: {
       auto* o = reinterpret_cast<uint16_t*>(d) + lo;
       if constexpr (sizeof(T) == 8) k.f64_to_f16(reinterpret_cast<const double*>(r), o, n);
       else k.f32_to_f16(reinterpret_cast<const float*>(r), o, n);
-      (void)half;
       return !check || k.all_finite_f16(o, n);
     }
     case DType::int32: {
@@ -218,35 +205,56 @@ bool store(const T* r, size_t n, DType out, void* dst, uint64_t lo, bool check,
   return true;
 }
 
+void div_same(const double* a, double d, double* o, size_t n) { kernels().div_f64(a, d, o, n); }
+void div_same(const float* a, float d, float* o, size_t n) { kernels().div_f32(a, d, o, n); }
+void axpy_div_same(double* r, double lr, const double* a, double d, size_t n) {
+  kernels().axpy_div_f64(r, lr, a, d, n);
+}
+void axpy_div_same(float* r, float lr, const float* a, float d, size_t n) {
+  kernels().axpy_div_f32(r, lr, a, d, n);
+}
+
+// T(template chunk) into r: the widenings have kernels; the rest goes through load_as.
 template <typename T>
-bool output_pass(const Aggregator& agg, const T* acc, const TemplateParam& tp, uint64_t numel,
-                 double wsum, const OutputSpec& spec, void* out, DType out_dtype,
-                 const T* noise) {
-  (void)agg;
+void template_as(const TemplateParam& tp, uint64_t lo, size_t n, T* r, float* wide) {
+  const auto* p = static_cast<const uint8_t*>(tp.data);
+  if constexpr (sizeof(T) == 8) {
+    if (tp.dtype == DType::float32) return kernels().f32_to_f64(reinterpret_cast<const float*>(p + 4 * lo), r, n);
+    if (tp.dtype == DType::float16) return kernels().f16_to_f64(reinterpret_cast<const uint16_t*>(p) + lo, r, n);
+  }
+  load_as(tp.dtype, tp.data, lo, n, r, wide);
+}
+
+// One pass per chunk of 4096 (the chunk stays in L1 between the steps):
+// s = acc (+ noise); m = s / d; apply: r = T(t) + T(lr) * m; then stored.
+template <typename T>
+bool output_pass(const T* acc, const TemplateParam& tp, uint64_t numel, double wsum,
+                 const OutputSpec& spec, void* out, DType out_dtype, const T* noise) {
   std::vector<T> r(kChunk), m(kChunk);
   std::vector<float> wide(kChunk);
-  std::vector<uint16_t> half;
   const double dd = spec.denominator > 0 ? spec.denominator : wsum;
   const T d = T(dd), lr = T(spec.lr);
   const bool check = !spec.allow_nonfinite || out_dtype == DType::int32;
   bool ok = true;
   for (uint64_t lo = 0; lo < numel; lo += kChunk) {
     size_t n = size_t(std::min<uint64_t>(kChunk, numel - lo));
-    for (size_t i = 0; i < n; ++i) m[i] = noise ? T(acc[lo + i] + noise[lo + i]) : acc[lo + i];
-    if (spec.what != Output::sum) {
-      if (dd > 0) {
-        for (size_t i = 0; i < n; ++i) m[i] = m[i] / d;
-      } else {
-        std::fill(m.begin(), m.begin() + n, T(0));
-      }
+    const T* s = acc + lo;
+    if (noise) {
+      std::memcpy(m.data(), s, sizeof(T) * n);
+      acc_same(m.data(), 1.0, noise + lo, n);  // acc + 1 * noise: one rounding
+      s = m.data();
     }
-    const T* res = m.data();
-    if (spec.what == Output::apply) {
-      load_as(tp.dtype, tp.data, lo, n, r.data(), wide.data());
-      for (size_t i = 0; i < n; ++i) r[i] = r[i] + T(lr * m[i]);
+    const T* res = s;
+    if (spec.what == Output::mean) {
+      if (dd > 0) div_same(s, d, m.data(), n);
+      else std::fill(m.begin(), m.begin() + n, T(0));
+      res = m.data();
+    } else if (spec.what == Output::apply) {
+      template_as(tp, lo, n, r.data(), wide.data());
+      if (dd > 0) axpy_div_same(r.data(), lr, s, d, n);  // r + lr * (s / d), three roundings
       res = r.data();
     }
-    if (!store(res, n, out_dtype, out, lo, check, half)) ok = false;
+    if (!store(res, n, out_dtype, out, lo, check)) ok = false;
   }
   return ok;
 }
@@ -650,10 +658,10 @@ void Aggregator::output(const Hold& hold, size_t i, const OutputSpec& spec, void
   const Param& p = params_[i];
   const double wsum = weight_sums_[i];
   bool ok = accum_ == Accum::f64
-                ? output_pass(*this, reinterpret_cast<const double*>(p.acc.get()), p.spec, p.numel,
-                              wsum, spec, out, out_dtype, static_cast<const double*>(noise))
-                : output_pass(*this, reinterpret_cast<const float*>(p.acc.get()), p.spec, p.numel,
-                              wsum, spec, out, out_dtype, static_cast<const float*>(noise));
+                ? output_pass(reinterpret_cast<const double*>(p.acc.get()), p.spec, p.numel, wsum,
+                              spec, out, out_dtype, static_cast<const double*>(noise))
+                : output_pass(reinterpret_cast<const float*>(p.acc.get()), p.spec, p.numel, wsum,
+                              spec, out, out_dtype, static_cast<const float*>(noise));
   if (!ok)
     throw Error(Reason::overflow,
                 "the result for " + quoted(p.spec.name) + " does not fit " + dtype_name(out_dtype) +

@@ -292,10 +292,9 @@ class AggregatorCore:
             t = self._templates[part.param].reshape(-1)
             for lo, hi in _blocks(x.size):
                 with np.errstate(all="ignore"):
-                    xs = x[lo:hi].astype(self._t)
-                    if not np.isfinite(xs).all():
+                    if not np.isfinite(x[lo:hi]).all():  # x itself, before any conversion
                         x_finite = False
-                    d = xs - t[lo:hi].astype(self._t)
+                    d = x[lo:hi].astype(self._t) - t[lo:hi].astype(self._t)
                 stats.add_values(d.astype(np.float64))
         else:
             for lo, hi in _blocks(x.size):
@@ -608,7 +607,8 @@ class Hold:
                 res = m
                 if what == Output.apply:
                     res = t_arr[lo:hi].astype(T)
-                    np.add(res, lr_t * m, out=res)
+                    if dd > 0:  # a parameter nobody updated keeps its value (and sign of zero)
+                        np.add(res, lr_t * m, out=res)
                 if not _store(res, dst[lo:hi], check):
                     ok = False
         if not ok:

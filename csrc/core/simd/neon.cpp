@@ -1,39 +1,17 @@
 // AArch64 Advanced SIMD tier (baseline on AArch64, no extra flags). FCVTN /
-// FCVTL convert halves, FCVTXN rounds double -> float to odd. Tails go
-// through a zero-padded stack vector.
+// FCVTL convert halves, FCVTXN rounds double -> float to odd. The wave-1
+// kernels finish with a zero-padded stack vector; the wave-2 kernels with
+// their scalar reference body from common.hpp (ref::).
 #include <arm_neon.h>
 
 #include <cstring>
 
-#include "core/cpu.hpp"
+#include "core/simd/common.hpp"
+#include "core/simd/cpu.hpp"
 
 namespace ptth {
 namespace detail {
 namespace {
-
-struct Full {};
-struct Part {
-  size_t r;  // valid elements from the pointer on
-};
-inline Full skip(Full, size_t) { return {}; }
-inline Part skip(Part t, size_t k) { return {t.r > k ? t.r - k : 0}; }
-
-template <class V, class T>
-inline V ld_part(const T* p, Part t) {
-  constexpr size_t kLanes = sizeof(V) / sizeof(T);
-  alignas(16) T buf[kLanes] = {};
-  if (t.r) std::memcpy(buf, p, (t.r < kLanes ? t.r : kLanes) * sizeof(T));
-  V v;
-  std::memcpy(&v, buf, sizeof(V));
-  return v;
-}
-template <class T, class V>
-inline void st_part(T* p, V v, Part t) {
-  constexpr size_t kLanes = sizeof(V) / sizeof(T);
-  alignas(16) T buf[kLanes];
-  std::memcpy(buf, &v, sizeof(V));
-  if (t.r) std::memcpy(p, buf, (t.r < kLanes ? t.r : kLanes) * sizeof(T));
-}
 
 inline float32x4_t ld4f(const float* p, Full) { return vld1q_f32(p); }
 inline float32x4_t ld4f(const float* p, Part t) { return ld_part<float32x4_t>(p, t); }
@@ -52,15 +30,8 @@ inline void st8h(uint16_t* p, uint16x8_t v, Part t) { st_part(p, v, t); }
 
 template <size_t W, class F>
 inline void each(size_t n, F f) {
-  size_t i = 0;
-  for (; i + 4 * W <= n; i += 4 * W) {
-    f(i, Full{});
-    f(i + W, Full{});
-    f(i + 2 * W, Full{});
-    f(i + 3 * W, Full{});
-  }
-  for (; i + W <= n; i += W) f(i, Full{});
-  if (i < n) f(i, Part{n - i});
+  PartTail<F> tail{f};
+  run<W>(0, n, Full{}, f, tail);
 }
 
 inline uint16x8_t f32x8_to_f16(float32x4_t lo, float32x4_t hi) {
@@ -237,6 +208,189 @@ bool all_finite_f64(const double* x, size_t n) {
   });
 }
 
+// ---------------------------------------------------------------- wave 2 ---
+// Whole vectors (four per iteration), then the scalar reference body for
+// the rest. No streaming stores on this tier.
+
+void f64_to_f32(const double* src, float* dst, size_t n) {
+  auto body = [&](size_t i, Full t) {
+    st4f(dst + i, vcvt_high_f32_f64(vcvt_f32_f64(ld2d(src + i, t)), ld2d(src + i + 2, t)), t);
+  };
+  auto tail = [&](size_t i, size_t e) { ref::f64_to_f32(src, dst, i, e); };
+  run<4>(0, n, Full{}, body, tail);
+}
+
+void f32_to_f64(const float* src, double* dst, size_t n) {
+  auto body = [&](size_t i, Full t) {
+    const float32x4_t f = ld4f(src + i, t);
+    st2d(dst + i, vcvt_f64_f32(vget_low_f32(f)), t);
+    st2d(dst + i + 2, vcvt_high_f64_f32(f), t);
+  };
+  auto tail = [&](size_t i, size_t e) { ref::f32_to_f64(src, dst, i, e); };
+  run<4>(0, n, Full{}, body, tail);
+}
+
+void f16_to_f64(const uint16_t* src, double* dst, size_t n) {
+  auto body = [&](size_t i, Full t) {
+    const uint16x8_t h = ld8h(src + i, t);
+    const float32x4_t lo = f16lo_to_f32(h), hi = f16hi_to_f32(h);
+    st2d(dst + i, vcvt_f64_f32(vget_low_f32(lo)), t);
+    st2d(dst + i + 2, vcvt_high_f64_f32(lo), t);
+    st2d(dst + i + 4, vcvt_f64_f32(vget_low_f32(hi)), t);
+    st2d(dst + i + 6, vcvt_high_f64_f32(hi), t);
+  };
+  auto tail = [&](size_t i, size_t e) { ref::f16_to_f64(src, dst, i, e); };
+  run<8>(0, n, Full{}, body, tail);
+}
+
+// Stats: lanes 2k, 2k+1 of the definition live in acc[k]; each block of 16
+// elements adds one square to every lane. The largest |x| bit pattern is
+// kept per vector position in mx[k] (as u64x2, u32x4 or u16x8 bits),
+// reduced at the end.
+struct StatsRegs {
+  float64x2_t acc[8];
+  uint64x2_t mx[4];
+};
+
+template <class U>
+inline uint64_t hmax(uint64x2_t v) {
+  U b[16 / sizeof(U)];
+  std::memcpy(b, &v, sizeof v);
+  uint64_t m = 0;
+  for (U x : b)
+    if (x > m) m = x;
+  return m;
+}
+
+template <class E, class U, class Block, class Tail>
+inline void stats_run(size_t n, Stats* out, Block& block, Tail& tail) {
+  StatsRegs r;
+  for (auto& a : r.acc) a = vdupq_n_f64(0.0);
+  for (auto& m : r.mx) m = vdupq_n_u64(0);
+  const size_t whole = n / 16 * 16;
+  for (size_t i = 0; i < whole; i += 16) block(i, r);
+  StatsAcc s;
+  for (int k = 0; k < 8; ++k) vst1q_f64(s.lane + 2 * k, r.acc[k]);
+  for (int k = 0; k < 4; ++k) {
+    const uint64_t m = hmax<U>(r.mx[k]);
+    if (m > s.max_abs) s.max_abs = m;
+  }
+  tail(whole, n, s);
+  stats_finish<E>(s, out);
+}
+
+inline void add_sq(float64x2_t& acc, float64x2_t v) { acc = vaddq_f64(acc, vmulq_f64(v, v)); }
+
+// No unsigned 64-bit max in Advanced SIMD: compare and select.
+inline uint64x2_t max_abs64(uint64x2_t m, float64x2_t v) {
+  const uint64x2_t a = vandq_u64(vreinterpretq_u64_f64(v), vdupq_n_u64(0x7fffffffffffffffull));
+  return vbslq_u64(vcgtq_u64(a, m), a, m);
+}
+
+// 4 floats: |bits| into mx, squares (exact in double) into two lane vectors.
+inline void stats_f32x4(float32x4_t v, float64x2_t& acc_lo, float64x2_t& acc_hi, uint64x2_t& mx) {
+  const uint32x4_t a = vandq_u32(vreinterpretq_u32_f32(v), vdupq_n_u32(0x7fffffffu));
+  mx = vreinterpretq_u64_u32(vmaxq_u32(vreinterpretq_u32_u64(mx), a));
+  add_sq(acc_lo, vcvt_f64_f32(vget_low_f32(v)));
+  add_sq(acc_hi, vcvt_high_f64_f32(v));
+}
+
+void stats_f16(const uint16_t* x, size_t n, Stats* out) {
+  auto block = [&](size_t i, StatsRegs& r) {
+    for (int k = 0; k < 2; ++k) {
+      const uint16x8_t h = vld1q_u16(x + i + 8 * k);
+      const uint16x8_t a = vandq_u16(h, vdupq_n_u16(0x7fff));
+      r.mx[k] = vreinterpretq_u64_u16(vmaxq_u16(vreinterpretq_u16_u64(r.mx[k]), a));
+      const float32x4_t lo = f16lo_to_f32(h), hi = f16hi_to_f32(h);
+      const float32x4_t sq_lo = vmulq_f32(lo, lo), sq_hi = vmulq_f32(hi, hi);  // exact
+      float64x2_t* acc = r.acc + 4 * k;
+      acc[0] = vaddq_f64(acc[0], vcvt_f64_f32(vget_low_f32(sq_lo)));
+      acc[1] = vaddq_f64(acc[1], vcvt_high_f64_f32(sq_lo));
+      acc[2] = vaddq_f64(acc[2], vcvt_f64_f32(vget_low_f32(sq_hi)));
+      acc[3] = vaddq_f64(acc[3], vcvt_high_f64_f32(sq_hi));
+    }
+  };
+  auto tail = [&](size_t i, size_t e, StatsAcc& s) { ref::stats<HalfBits>(x, i, e, s); };
+  stats_run<HalfBits, uint16_t>(n, out, block, tail);
+}
+
+void stats_f32(const float* x, size_t n, Stats* out) {
+  auto block = [&](size_t i, StatsRegs& r) {
+    for (int k = 0; k < 4; ++k) stats_f32x4(vld1q_f32(x + i + 4 * k), r.acc[2 * k], r.acc[2 * k + 1], r.mx[k]);
+  };
+  auto tail = [&](size_t i, size_t e, StatsAcc& s) { ref::stats<F32Bits>(x, i, e, s); };
+  stats_run<F32Bits, uint32_t>(n, out, block, tail);
+}
+
+void stats_sub_f32(const float* a, const float* b, size_t n, Stats* out) {
+  auto block = [&](size_t i, StatsRegs& r) {
+    for (int k = 0; k < 4; ++k) {
+      const float32x4_t v = vsubq_f32(vld1q_f32(a + i + 4 * k), vld1q_f32(b + i + 4 * k));
+      stats_f32x4(v, r.acc[2 * k], r.acc[2 * k + 1], r.mx[k]);
+    }
+  };
+  auto tail = [&](size_t i, size_t e, StatsAcc& s) { ref::stats_sub<F32Bits>(a, b, i, e, s); };
+  stats_run<F32Bits, uint32_t>(n, out, block, tail);
+}
+
+void stats_f64(const double* x, size_t n, Stats* out) {
+  auto block = [&](size_t i, StatsRegs& r) {
+    for (int k = 0; k < 8; ++k) {
+      const float64x2_t v = vld1q_f64(x + i + 2 * k);
+      r.mx[k % 4] = max_abs64(r.mx[k % 4], v);
+      add_sq(r.acc[k], v);
+    }
+  };
+  auto tail = [&](size_t i, size_t e, StatsAcc& s) { ref::stats<F64Bits>(x, i, e, s); };
+  stats_run<F64Bits, uint64_t>(n, out, block, tail);
+}
+
+void stats_sub_f64(const double* a, const double* b, size_t n, Stats* out) {
+  auto block = [&](size_t i, StatsRegs& r) {
+    for (int k = 0; k < 8; ++k) {
+      const float64x2_t v = vsubq_f64(vld1q_f64(a + i + 2 * k), vld1q_f64(b + i + 2 * k));
+      r.mx[k % 4] = max_abs64(r.mx[k % 4], v);
+      add_sq(r.acc[k], v);
+    }
+  };
+  auto tail = [&](size_t i, size_t e, StatsAcc& s) { ref::stats_sub<F64Bits>(a, b, i, e, s); };
+  stats_run<F64Bits, uint64_t>(n, out, block, tail);
+}
+
+void div_f32(const float* acc, float d, float* out, size_t n) {
+  const float32x4_t dv = vdupq_n_f32(d);
+  auto body = [&](size_t i, Full t) { st4f(out + i, vdivq_f32(ld4f(acc + i, t), dv), t); };
+  auto tail = [&](size_t i, size_t e) { ref::div(acc, d, out, i, e); };
+  run<4>(0, n, Full{}, body, tail);
+}
+
+void div_f64(const double* acc, double d, double* out, size_t n) {
+  const float64x2_t dv = vdupq_n_f64(d);
+  auto body = [&](size_t i, Full t) { st2d(out + i, vdivq_f64(ld2d(acc + i, t), dv), t); };
+  auto tail = [&](size_t i, size_t e) { ref::div(acc, d, out, i, e); };
+  run<2>(0, n, Full{}, body, tail);
+}
+
+void axpy_div_f32(float* r, float lr, const float* acc, float d, size_t n) {
+  const float32x4_t lv = vdupq_n_f32(lr), dv = vdupq_n_f32(d);
+  auto body = [&](size_t i, Full t) {
+    const float32x4_t p = vmulq_f32(lv, vdivq_f32(ld4f(acc + i, t), dv));
+    st4f(r + i, vaddq_f32(ld4f(r + i, t), p), t);
+  };
+  auto tail = [&](size_t i, size_t e) { ref::axpy_div(r, lr, acc, d, i, e); };
+  run<4>(0, n, Full{}, body, tail);
+}
+
+void axpy_div_f64(double* r, double lr, const double* acc, double d, size_t n) {
+  const float64x2_t lv = vdupq_n_f64(lr), dv = vdupq_n_f64(d);
+  auto body = [&](size_t i, Full t) {
+    const float64x2_t p = vmulq_f64(lv, vdivq_f64(ld2d(acc + i, t), dv));
+    st2d(r + i, vaddq_f64(ld2d(r + i, t), p), t);
+  };
+  auto tail = [&](size_t i, size_t e) { ref::axpy_div(r, lr, acc, d, i, e); };
+  run<2>(0, n, Full{}, body, tail);
+}
+
 }  // namespace
 
 extern const Kernels neon_kernels = {
@@ -244,6 +398,9 @@ extern const Kernels neon_kernels = {
     sub_f32_to_f16, sub_f64_to_f16, axpy_f32,       axpy_f32_f16,   axpy_f64,
     acc_f64_f16,    acc_f64_f32,    acc_f64_f64,    acc_f32_f16,    acc_f32_f32,
     all_finite_f16, all_finite_f32, all_finite_f64,
+    f64_to_f32,     f32_to_f64,     f16_to_f64,
+    stats_f16,      stats_f32,      stats_f64,      stats_sub_f32,  stats_sub_f64,
+    div_f32,        div_f64,        axpy_div_f32,   axpy_div_f64,
 };
 
 }  // namespace detail

@@ -1,10 +1,12 @@
-// AVX2 + F16C tier (built with -mavx2 -mf16c, no FMA). Tails go through a
-// zero-padded stack vector so every element takes the same hardware path.
+// AVX2 + F16C tier (built with -mavx2 -mf16c, no FMA). The wave-1 kernels
+// finish with a zero-padded stack vector; the wave-2 kernels with their
+// scalar reference body from common.hpp (ref::).
 #include <immintrin.h>
 
 #include <cstring>
 
-#include "core/cpu.hpp"
+#include "core/simd/common.hpp"
+#include "core/simd/cpu.hpp"
 
 namespace ptth {
 namespace detail {
@@ -12,33 +14,6 @@ namespace {
 
 // vcvtps2ph immediate: round to nearest even, independent of MXCSR.
 constexpr int kRne = _MM_FROUND_TO_NEAREST_INT;
-
-// Whole vector; Stream: whole vector, 16/32-byte aligned destination, stored
-// non-temporally (loads treat it as Full).
-struct Full {};
-struct Stream : Full {};
-struct Part {
-  size_t r;  // valid elements from the pointer on
-};
-inline Full skip(Full, size_t) { return {}; }
-inline Part skip(Part t, size_t k) { return {t.r > k ? t.r - k : 0}; }
-
-template <class V, class T>
-inline V ld_part(const T* p, Part t) {
-  constexpr size_t kLanes = sizeof(V) / sizeof(T);
-  alignas(32) T buf[kLanes] = {};
-  if (t.r) std::memcpy(buf, p, (t.r < kLanes ? t.r : kLanes) * sizeof(T));
-  V v;
-  std::memcpy(&v, buf, sizeof(V));
-  return v;
-}
-template <class T, class V>
-inline void st_part(T* p, V v, Part t) {
-  constexpr size_t kLanes = sizeof(V) / sizeof(T);
-  alignas(32) T buf[kLanes];
-  std::memcpy(buf, &v, sizeof(V));
-  if (t.r) std::memcpy(p, buf, (t.r < kLanes ? t.r : kLanes) * sizeof(T));
-}
 
 inline __m256 ld8f(const float* p, Full) { return _mm256_loadu_ps(p); }
 inline __m256 ld8f(const float* p, Part t) { return ld_part<__m256>(p, t); }
@@ -63,43 +38,21 @@ inline __m256i ld256i(const T* p, Full) { return _mm256_loadu_si256(reinterpret_
 template <class T>
 inline __m256i ld256i(const T* p, Part t) { return ld_part<__m256i>(p, t); }
 
-// Runs f(i, tag) over whole vectors of W elements in [begin, end), four at a
-// time, then f(i, Part) once over the rest.
-template <size_t W, class Tag, class F>
-inline void run(size_t begin, size_t end, Tag tag, F& f) {
-  size_t i = begin;
-  for (; i + 4 * W <= end; i += 4 * W) {
-    f(i, tag);
-    f(i + W, tag);
-    f(i + 2 * W, tag);
-    f(i + 3 * W, tag);
-  }
-  for (; i + W <= end; i += W) f(i, tag);
-  if (i < end) f(i, Part{end - i});
-}
+struct Sfence {
+  void operator()() const { _mm_sfence(); }
+};
 
+// The wave-1 kernels: whole vectors, then one zero-padded Part vector, so
+// every element takes the same hardware path.
 template <size_t W, class F>
 inline void each(size_t n, F f) {
-  run<W>(0, n, Full{}, f);
+  PartTail<F> tail{f};
+  run<W>(0, n, Full{}, f, tail);
 }
-
-// Outputs at least this large bypass the cache: they would not stay cached
-// anyway, and non-temporal stores skip reading every line before writing it
-// (about a quarter less memory traffic for a conversion).
-constexpr size_t kStreamBytes = size_t(32) << 20;
-
-// each() for kernels writing dst as a stream (not the accumulators, whose
-// lines are read first anyway).
 template <size_t W, class T, class F>
 inline void each_to(T* dst, size_t n, F f) {
-  const uintptr_t a = reinterpret_cast<uintptr_t>(dst);
-  if (n * sizeof(T) < kStreamBytes || a % sizeof(T) != 0) return run<W>(0, n, Full{}, f);
-  const size_t head = (64 - a % 64) % 64 / sizeof(T);  // up to a cache-line boundary
-  const size_t body_end = head + (n - head) / W * W;
-  run<W>(0, head, Full{}, f);
-  run<W>(head, body_end, Stream{}, f);
-  _mm_sfence();  // order the streamed stores before anything that follows
-  run<W>(body_end, n, Full{}, f);
+  PartTail<F> tail{f};
+  run_to<W>(dst, n, f, tail, Sfence{});
 }
 
 // double -> float rounded to odd: truncate (undo a rounding away from zero),
@@ -268,6 +221,180 @@ bool all_finite_f64(const double* x, size_t n) {
   });
 }
 
+// ---------------------------------------------------------------- wave 2 ---
+// Whole vectors (four per iteration), then the scalar reference body for
+// the rest.
+
+void f64_to_f32(const double* src, float* dst, size_t n) {
+  auto body = [&](size_t i, auto t) {
+    const __m128 lo = _mm256_cvtpd_ps(ld4d(src + i, t)), hi = _mm256_cvtpd_ps(ld4d(src + i + 4, t));
+    st8f(dst + i, _mm256_set_m128(hi, lo), t);
+  };
+  auto tail = [&](size_t i, size_t e) { ref::f64_to_f32(src, dst, i, e); };
+  run_to<8>(dst, n, body, tail, Sfence{});
+}
+
+void f32_to_f64(const float* src, double* dst, size_t n) {
+  auto body = [&](size_t i, auto t) {
+    const __m256 f = ld8f(src + i, t);
+    st4d(dst + i, _mm256_cvtps_pd(_mm256_castps256_ps128(f)), t);
+    st4d(dst + i + 4, _mm256_cvtps_pd(_mm256_extractf128_ps(f, 1)), t);
+  };
+  auto tail = [&](size_t i, size_t e) { ref::f32_to_f64(src, dst, i, e); };
+  run_to<8>(dst, n, body, tail, Sfence{});
+}
+
+void f16_to_f64(const uint16_t* src, double* dst, size_t n) {
+  auto body = [&](size_t i, auto t) {
+    const __m256 f = _mm256_cvtph_ps(ld8h(src + i, t));
+    st4d(dst + i, _mm256_cvtps_pd(_mm256_castps256_ps128(f)), t);
+    st4d(dst + i + 4, _mm256_cvtps_pd(_mm256_extractf128_ps(f, 1)), t);
+  };
+  auto tail = [&](size_t i, size_t e) { ref::f16_to_f64(src, dst, i, e); };
+  run_to<8>(dst, n, body, tail, Sfence{});
+}
+
+// Stats: lanes 4k..4k+3 of the definition live in acc[k]; each block of 16
+// elements adds one square to every lane. The largest |x| bit pattern is
+// kept per vector position in mx[k] (independent chains), reduced at the end.
+template <class U>
+inline uint64_t hmax(__m256i v) {
+  U b[sizeof(__m256i) / sizeof(U)];
+  std::memcpy(b, &v, sizeof v);
+  uint64_t m = 0;
+  for (U x : b)
+    if (x > m) m = x;
+  return m;
+}
+
+template <class E, class U, class Block, class Tail>
+inline void stats_run(size_t n, Stats* out, Block& block, Tail& tail) {
+  __m256d acc[4] = {_mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd()};
+  __m256i mx[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(),
+                   _mm256_setzero_si256()};
+  const size_t whole = n / 16 * 16;
+  for (size_t i = 0; i < whole; i += 16) block(i, acc, mx);
+  StatsAcc s;
+  for (int k = 0; k < 4; ++k) {
+    _mm256_storeu_pd(s.lane + 4 * k, acc[k]);
+    const uint64_t m = hmax<U>(mx[k]);
+    if (m > s.max_abs) s.max_abs = m;
+  }
+  tail(whole, n, s);
+  stats_finish<E>(s, out);
+}
+
+inline void add_sq(__m256d& acc, __m256d v) { acc = _mm256_add_pd(acc, _mm256_mul_pd(v, v)); }
+
+// Max of sign-cleared 64-bit patterns: AVX2 has no unsigned 64-bit max, but
+// with the sign bit clear the signed compare orders them the same.
+inline __m256i max_abs64(__m256i m, __m256d v) {
+  const __m256i a = _mm256_and_si256(_mm256_castpd_si256(v), _mm256_set1_epi64x(0x7fffffffffffffffll));
+  return _mm256_blendv_epi8(m, a, _mm256_cmpgt_epi64(a, m));
+}
+inline __m256i max_abs32(__m256i m, __m256 v) {
+  return _mm256_max_epu32(m, _mm256_and_si256(_mm256_castps_si256(v), _mm256_set1_epi32(0x7fffffff)));
+}
+
+// 8 floats: |bits| into mx, squares (exact in double) into two lane vectors.
+inline void stats_f32x8(__m256 v, __m256d& acc_lo, __m256d& acc_hi, __m256i& mx) {
+  mx = max_abs32(mx, v);
+  add_sq(acc_lo, _mm256_cvtps_pd(_mm256_castps256_ps128(v)));
+  add_sq(acc_hi, _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));
+}
+
+void stats_f16(const uint16_t* x, size_t n, Stats* out) {
+  auto block = [&](size_t i, __m256d* acc, __m256i* mx) {
+    const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i));
+    mx[0] = _mm256_max_epu16(mx[0], _mm256_and_si256(h, _mm256_set1_epi16(0x7fff)));
+    for (int k = 0; k < 2; ++k) {
+      const __m256 f = _mm256_cvtph_ps(k == 0 ? _mm256_castsi256_si128(h) : _mm256_extracti128_si256(h, 1));
+      const __m256 sq = _mm256_mul_ps(f, f);  // exact: 22 significant bits, >= 2^-48
+      acc[2 * k] = _mm256_add_pd(acc[2 * k], _mm256_cvtps_pd(_mm256_castps256_ps128(sq)));
+      acc[2 * k + 1] = _mm256_add_pd(acc[2 * k + 1], _mm256_cvtps_pd(_mm256_extractf128_ps(sq, 1)));
+    }
+  };
+  auto tail = [&](size_t i, size_t e, StatsAcc& s) { ref::stats<HalfBits>(x, i, e, s); };
+  stats_run<HalfBits, uint16_t>(n, out, block, tail);
+}
+
+void stats_f32(const float* x, size_t n, Stats* out) {
+  auto block = [&](size_t i, __m256d* acc, __m256i* mx) {
+    for (int k = 0; k < 2; ++k) stats_f32x8(_mm256_loadu_ps(x + i + 8 * k), acc[2 * k], acc[2 * k + 1], mx[k]);
+  };
+  auto tail = [&](size_t i, size_t e, StatsAcc& s) { ref::stats<F32Bits>(x, i, e, s); };
+  stats_run<F32Bits, uint32_t>(n, out, block, tail);
+}
+
+void stats_sub_f32(const float* a, const float* b, size_t n, Stats* out) {
+  auto block = [&](size_t i, __m256d* acc, __m256i* mx) {
+    for (int k = 0; k < 2; ++k) {
+      const __m256 v = _mm256_sub_ps(_mm256_loadu_ps(a + i + 8 * k), _mm256_loadu_ps(b + i + 8 * k));
+      stats_f32x8(v, acc[2 * k], acc[2 * k + 1], mx[k]);
+    }
+  };
+  auto tail = [&](size_t i, size_t e, StatsAcc& s) { ref::stats_sub<F32Bits>(a, b, i, e, s); };
+  stats_run<F32Bits, uint32_t>(n, out, block, tail);
+}
+
+void stats_f64(const double* x, size_t n, Stats* out) {
+  auto block = [&](size_t i, __m256d* acc, __m256i* mx) {
+    for (int k = 0; k < 4; ++k) {
+      const __m256d v = _mm256_loadu_pd(x + i + 4 * k);
+      mx[k] = max_abs64(mx[k], v);
+      add_sq(acc[k], v);
+    }
+  };
+  auto tail = [&](size_t i, size_t e, StatsAcc& s) { ref::stats<F64Bits>(x, i, e, s); };
+  stats_run<F64Bits, uint64_t>(n, out, block, tail);
+}
+
+void stats_sub_f64(const double* a, const double* b, size_t n, Stats* out) {
+  auto block = [&](size_t i, __m256d* acc, __m256i* mx) {
+    for (int k = 0; k < 4; ++k) {
+      const __m256d v = _mm256_sub_pd(_mm256_loadu_pd(a + i + 4 * k), _mm256_loadu_pd(b + i + 4 * k));
+      mx[k] = max_abs64(mx[k], v);
+      add_sq(acc[k], v);
+    }
+  };
+  auto tail = [&](size_t i, size_t e, StatsAcc& s) { ref::stats_sub<F64Bits>(a, b, i, e, s); };
+  stats_run<F64Bits, uint64_t>(n, out, block, tail);
+}
+
+void div_f32(const float* acc, float d, float* out, size_t n) {
+  const __m256 dv = _mm256_set1_ps(d);
+  auto body = [&](size_t i, auto t) { st8f(out + i, _mm256_div_ps(ld8f(acc + i, t), dv), t); };
+  auto tail = [&](size_t i, size_t e) { ref::div(acc, d, out, i, e); };
+  run_to<8>(out, n, body, tail, Sfence{});
+}
+
+void div_f64(const double* acc, double d, double* out, size_t n) {
+  const __m256d dv = _mm256_set1_pd(d);
+  auto body = [&](size_t i, auto t) { st4d(out + i, _mm256_div_pd(ld4d(acc + i, t), dv), t); };
+  auto tail = [&](size_t i, size_t e) { ref::div(acc, d, out, i, e); };
+  run_to<4>(out, n, body, tail, Sfence{});
+}
+
+void axpy_div_f32(float* r, float lr, const float* acc, float d, size_t n) {
+  const __m256 lv = _mm256_set1_ps(lr), dv = _mm256_set1_ps(d);
+  auto body = [&](size_t i, Full t) {
+    const __m256 p = _mm256_mul_ps(lv, _mm256_div_ps(ld8f(acc + i, t), dv));
+    st8f(r + i, _mm256_add_ps(ld8f(r + i, t), p), t);
+  };
+  auto tail = [&](size_t i, size_t e) { ref::axpy_div(r, lr, acc, d, i, e); };
+  run<8>(0, n, Full{}, body, tail);
+}
+
+void axpy_div_f64(double* r, double lr, const double* acc, double d, size_t n) {
+  const __m256d lv = _mm256_set1_pd(lr), dv = _mm256_set1_pd(d);
+  auto body = [&](size_t i, Full t) {
+    const __m256d p = _mm256_mul_pd(lv, _mm256_div_pd(ld4d(acc + i, t), dv));
+    st4d(r + i, _mm256_add_pd(ld4d(r + i, t), p), t);
+  };
+  auto tail = [&](size_t i, size_t e) { ref::axpy_div(r, lr, acc, d, i, e); };
+  run<4>(0, n, Full{}, body, tail);
+}
+
 }  // namespace
 
 extern const Kernels avx2_kernels = {
@@ -275,6 +402,9 @@ extern const Kernels avx2_kernels = {
     sub_f32_to_f16, sub_f64_to_f16, axpy_f32,       axpy_f32_f16,   axpy_f64,
     acc_f64_f16,    acc_f64_f32,    acc_f64_f64,    acc_f32_f16,    acc_f32_f32,
     all_finite_f16, all_finite_f32, all_finite_f64,
+    f64_to_f32,     f32_to_f64,     f16_to_f64,
+    stats_f16,      stats_f32,      stats_f64,      stats_sub_f32,  stats_sub_f64,
+    div_f32,        div_f64,        axpy_div_f32,   axpy_div_f64,
 };
 
 }  // namespace detail

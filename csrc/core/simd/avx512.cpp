@@ -1,10 +1,12 @@
-// AVX-512 tier (F/BW/VL/DQ + F16C). Tails use masked loads and stores, which
-// never touch memory outside the mask.
+// AVX-512 tier (F/BW/VL/DQ + F16C). The wave-1 kernels finish with masked
+// loads and stores, which never touch memory outside the mask; the wave-2
+// kernels with their scalar reference body from common.hpp (ref::).
 #include <immintrin.h>
 
 #include <cstring>
 
-#include "core/cpu.hpp"
+#include "core/simd/common.hpp"
+#include "core/simd/cpu.hpp"
 
 namespace ptth {
 namespace detail {
@@ -12,12 +14,8 @@ namespace {
 
 constexpr int kRne = _MM_FROUND_TO_NEAREST_INT;
 
-// A whole vector, or a lane mask (__mmask8/16/32 by lane count) for the tail.
-// Stream: a whole vector to an aligned destination, stored non-temporally
-// (loads treat it as Full).
-struct Full {};
-struct Stream : Full {};
-
+// Vector bodies take Full, Stream (common.hpp) or, for the wave-1 tails, a
+// lane mask (__mmask8/16/32 by lane count).
 inline __m512 ld16f(const float* p, Full) { return _mm512_loadu_ps(p); }
 inline __m512 ld16f(const float* p, __mmask16 m) { return _mm512_maskz_loadu_ps(m, p); }
 inline void st16f(float* p, __m512 v, Full) { _mm512_storeu_ps(p, v); }
@@ -57,43 +55,28 @@ inline __m512d cvt_ps_pd(__m256 v) { return _mm512_maskz_cvtps_pd(0xff, v); }
 inline __m512 cvt_ph_ps(__m256i v) { return _mm512_maskz_cvtph_ps(0xffff, v); }
 inline __m256i cvt_ps_ph(__m512 v) { return _mm512_maskz_cvtps_ph(0xffff, v, kRne); }
 
-// f(i, tag) over whole vectors of W lanes in [begin, end), four at a time,
-// then f(i, mask) once over the rest; M is the mask type for W lanes.
-template <size_t W, class M, class Tag, class F>
-inline void run(size_t begin, size_t end, Tag tag, F& f) {
-  size_t i = begin;
-  for (; i + 4 * W <= end; i += 4 * W) {
-    f(i, tag);
-    f(i + W, tag);
-    f(i + 2 * W, tag);
-    f(i + 3 * W, tag);
-  }
-  for (; i + W <= end; i += W) f(i, tag);
-  if (i < end) f(i, static_cast<M>((uint64_t(1) << (end - i)) - 1));
-}
+struct Sfence {
+  void operator()() const { _mm_sfence(); }
+};
+
+// The wave-1 tail: one more call of the vector body with the mask of the
+// elements left.
+template <class M, class F>
+struct MaskTail {
+  F& f;
+  void operator()(size_t i, size_t end) const { f(i, static_cast<M>((uint64_t(1) << (end - i)) - 1)); }
+};
 
 template <size_t W, class M, class F>
 inline void each(size_t n, F f) {
-  run<W, M>(0, n, Full{}, f);
+  MaskTail<M, F> tail{f};
+  run<W>(0, n, Full{}, f, tail);
 }
 
-// Outputs at least this large bypass the cache: they would not stay cached
-// anyway, and non-temporal stores skip reading every line before writing it
-// (about a quarter less memory traffic for a conversion).
-constexpr size_t kStreamBytes = size_t(32) << 20;
-
-// each() for kernels writing dst as a stream (not the accumulators, whose
-// lines are read first anyway).
 template <size_t W, class M, class T, class F>
 inline void each_to(T* dst, size_t n, F f) {
-  const uintptr_t a = reinterpret_cast<uintptr_t>(dst);
-  if (n * sizeof(T) < kStreamBytes || a % sizeof(T) != 0) return run<W, M>(0, n, Full{}, f);
-  const size_t head = (64 - a % 64) % 64 / sizeof(T);  // up to a cache-line boundary
-  const size_t body_end = head + (n - head) / W * W;
-  run<W, M>(0, head, Full{}, f);
-  run<W, M>(head, body_end, Stream{}, f);
-  _mm_sfence();  // order the streamed stores before anything that follows
-  run<W, M>(body_end, n, Full{}, f);
+  MaskTail<M, F> tail{f};
+  run_to<W>(dst, n, f, tail, Sfence{});
 }
 
 // 8 doubles -> 8 halves, correctly rounded: truncate to float, set the last
@@ -253,6 +236,175 @@ bool all_finite_f64(const double* x, size_t n) {
   });
 }
 
+// ---------------------------------------------------------------- wave 2 ---
+// Whole vectors (four per iteration), then the scalar reference body for
+// the rest.
+
+// Halves of a vector, through the maskz forms (see cvt_ps_pd above).
+inline __m256 hi256(__m512 v) { return _mm256_castpd_ps(_mm512_maskz_extractf64x4_pd(0xf, _mm512_castps_pd(v), 1)); }
+inline __m256 lo256(__m512 v) { return _mm256_castpd_ps(_mm512_maskz_extractf64x4_pd(0xf, _mm512_castps_pd(v), 0)); }
+
+void f64_to_f32(const double* src, float* dst, size_t n) {
+  auto body = [&](size_t i, auto t) {
+    const __m256 lo = _mm512_maskz_cvtpd_ps(0xff, ld8d(src + i, t));
+    const __m256 hi = _mm512_maskz_cvtpd_ps(0xff, ld8d(src + i + 8, t));
+    const __m512d lo8 = _mm512_maskz_insertf64x4(0xf, _mm512_setzero_pd(), _mm256_castps_pd(lo), 0);
+    const __m512d both = _mm512_maskz_insertf64x4(0xff, lo8, _mm256_castps_pd(hi), 1);
+    st16f(dst + i, _mm512_castpd_ps(both), t);
+  };
+  auto tail = [&](size_t i, size_t e) { ref::f64_to_f32(src, dst, i, e); };
+  run_to<16>(dst, n, body, tail, Sfence{});
+}
+
+void f32_to_f64(const float* src, double* dst, size_t n) {
+  auto body = [&](size_t i, auto t) {
+    const __m512 f = ld16f(src + i, t);
+    st8d(dst + i, cvt_ps_pd(lo256(f)), t);
+    st8d(dst + i + 8, cvt_ps_pd(hi256(f)), t);
+  };
+  auto tail = [&](size_t i, size_t e) { ref::f32_to_f64(src, dst, i, e); };
+  run_to<16>(dst, n, body, tail, Sfence{});
+}
+
+void f16_to_f64(const uint16_t* src, double* dst, size_t n) {
+  auto body = [&](size_t i, auto t) {
+    const __m512 f = cvt_ph_ps(ld16h(src + i, t));
+    st8d(dst + i, cvt_ps_pd(lo256(f)), t);
+    st8d(dst + i + 8, cvt_ps_pd(hi256(f)), t);
+  };
+  auto tail = [&](size_t i, size_t e) { ref::f16_to_f64(src, dst, i, e); };
+  run_to<16>(dst, n, body, tail, Sfence{});
+}
+
+// Stats: lanes 0..7 of the definition live in acc[0], 8..15 in acc[1]; each
+// block of 16 elements adds one square to every lane. The largest |x| bit
+// pattern is kept per vector position in mx[k], reduced at the end.
+template <class U>
+inline uint64_t hmax(__m512i v) {
+  U b[sizeof(__m512i) / sizeof(U)];
+  std::memcpy(b, &v, sizeof v);
+  uint64_t m = 0;
+  for (U x : b)
+    if (x > m) m = x;
+  return m;
+}
+
+template <class E, class U, class Block, class Tail>
+inline void stats_run(size_t n, Stats* out, Block& block, Tail& tail) {
+  __m512d acc[2] = {_mm512_setzero_pd(), _mm512_setzero_pd()};
+  __m512i mx[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()};
+  const size_t whole = n / 16 * 16;
+  for (size_t i = 0; i < whole; i += 16) block(i, acc, mx);
+  StatsAcc s;
+  for (int k = 0; k < 2; ++k) {
+    _mm512_storeu_pd(s.lane + 8 * k, acc[k]);
+    const uint64_t m = hmax<U>(mx[k]);
+    if (m > s.max_abs) s.max_abs = m;
+  }
+  tail(whole, n, s);
+  stats_finish<E>(s, out);
+}
+
+inline void add_sq(__m512d& acc, __m512d v) { acc = _mm512_add_pd(acc, _mm512_mul_pd(v, v)); }
+
+inline __m512i max_abs64(__m512i m, __m512d v) {
+  const __m512i a = _mm512_and_si512(_mm512_castpd_si512(v), _mm512_set1_epi64(0x7fffffffffffffffll));
+  return _mm512_maskz_max_epu64(0xff, m, a);
+}
+
+// 16 floats: |bits| into mx, squares (exact in double) into the two lane vectors.
+inline void stats_f32x16(__m512 v, __m512d* acc, __m512i& mx) {
+  mx = _mm512_maskz_max_epu32(0xffff, mx, _mm512_and_si512(_mm512_castps_si512(v), _mm512_set1_epi32(0x7fffffff)));
+  add_sq(acc[0], cvt_ps_pd(lo256(v)));
+  add_sq(acc[1], cvt_ps_pd(hi256(v)));
+}
+
+void stats_f16(const uint16_t* x, size_t n, Stats* out) {
+  auto block = [&](size_t i, __m512d* acc, __m512i* mx) {
+    const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i));
+    const __m512i a = _mm512_maskz_cvtepu16_epi32(0xffff, _mm256_and_si256(h, _mm256_set1_epi16(0x7fff)));
+    mx[0] = _mm512_maskz_max_epu32(0xffff, mx[0], a);
+    const __m512 f = cvt_ph_ps(h);
+    const __m512 sq = _mm512_mul_ps(f, f);  // exact: 22 significant bits, >= 2^-48
+    acc[0] = _mm512_add_pd(acc[0], cvt_ps_pd(lo256(sq)));
+    acc[1] = _mm512_add_pd(acc[1], cvt_ps_pd(hi256(sq)));
+  };
+  auto tail = [&](size_t i, size_t e, StatsAcc& s) { ref::stats<HalfBits>(x, i, e, s); };
+  stats_run<HalfBits, uint32_t>(n, out, block, tail);
+}
+
+void stats_f32(const float* x, size_t n, Stats* out) {
+  auto block = [&](size_t i, __m512d* acc, __m512i* mx) { stats_f32x16(_mm512_loadu_ps(x + i), acc, mx[0]); };
+  auto tail = [&](size_t i, size_t e, StatsAcc& s) { ref::stats<F32Bits>(x, i, e, s); };
+  stats_run<F32Bits, uint32_t>(n, out, block, tail);
+}
+
+void stats_sub_f32(const float* a, const float* b, size_t n, Stats* out) {
+  auto block = [&](size_t i, __m512d* acc, __m512i* mx) {
+    stats_f32x16(_mm512_sub_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i)), acc, mx[0]);
+  };
+  auto tail = [&](size_t i, size_t e, StatsAcc& s) { ref::stats_sub<F32Bits>(a, b, i, e, s); };
+  stats_run<F32Bits, uint32_t>(n, out, block, tail);
+}
+
+void stats_f64(const double* x, size_t n, Stats* out) {
+  auto block = [&](size_t i, __m512d* acc, __m512i* mx) {
+    for (int k = 0; k < 2; ++k) {
+      const __m512d v = _mm512_loadu_pd(x + i + 8 * k);
+      mx[k] = max_abs64(mx[k], v);
+      add_sq(acc[k], v);
+    }
+  };
+  auto tail = [&](size_t i, size_t e, StatsAcc& s) { ref::stats<F64Bits>(x, i, e, s); };
+  stats_run<F64Bits, uint64_t>(n, out, block, tail);
+}
+
+void stats_sub_f64(const double* a, const double* b, size_t n, Stats* out) {
+  auto block = [&](size_t i, __m512d* acc, __m512i* mx) {
+    for (int k = 0; k < 2; ++k) {
+      const __m512d v = _mm512_sub_pd(_mm512_loadu_pd(a + i + 8 * k), _mm512_loadu_pd(b + i + 8 * k));
+      mx[k] = max_abs64(mx[k], v);
+      add_sq(acc[k], v);
+    }
+  };
+  auto tail = [&](size_t i, size_t e, StatsAcc& s) { ref::stats_sub<F64Bits>(a, b, i, e, s); };
+  stats_run<F64Bits, uint64_t>(n, out, block, tail);
+}
+
+void div_f32(const float* acc, float d, float* out, size_t n) {
+  const __m512 dv = _mm512_set1_ps(d);
+  auto body = [&](size_t i, auto t) { st16f(out + i, _mm512_div_ps(ld16f(acc + i, t), dv), t); };
+  auto tail = [&](size_t i, size_t e) { ref::div(acc, d, out, i, e); };
+  run_to<16>(out, n, body, tail, Sfence{});
+}
+
+void div_f64(const double* acc, double d, double* out, size_t n) {
+  const __m512d dv = _mm512_set1_pd(d);
+  auto body = [&](size_t i, auto t) { st8d(out + i, _mm512_div_pd(ld8d(acc + i, t), dv), t); };
+  auto tail = [&](size_t i, size_t e) { ref::div(acc, d, out, i, e); };
+  run_to<8>(out, n, body, tail, Sfence{});
+}
+
+void axpy_div_f32(float* r, float lr, const float* acc, float d, size_t n) {
+  const __m512 lv = _mm512_set1_ps(lr), dv = _mm512_set1_ps(d);
+  auto body = [&](size_t i, Full t) {
+    const __m512 p = _mm512_mul_ps(lv, _mm512_div_ps(ld16f(acc + i, t), dv));
+    st16f(r + i, _mm512_add_ps(ld16f(r + i, t), p), t);
+  };
+  auto tail = [&](size_t i, size_t e) { ref::axpy_div(r, lr, acc, d, i, e); };
+  run<16>(0, n, Full{}, body, tail);
+}
+
+void axpy_div_f64(double* r, double lr, const double* acc, double d, size_t n) {
+  const __m512d lv = _mm512_set1_pd(lr), dv = _mm512_set1_pd(d);
+  auto body = [&](size_t i, Full t) {
+    const __m512d p = _mm512_mul_pd(lv, _mm512_div_pd(ld8d(acc + i, t), dv));
+    st8d(r + i, _mm512_add_pd(ld8d(r + i, t), p), t);
+  };
+  auto tail = [&](size_t i, size_t e) { ref::axpy_div(r, lr, acc, d, i, e); };
+  run<8>(0, n, Full{}, body, tail);
+}
+
 }  // namespace
 
 extern const Kernels avx512_kernels = {
@@ -260,6 +412,9 @@ extern const Kernels avx512_kernels = {
     sub_f32_to_f16, sub_f64_to_f16, axpy_f32,       axpy_f32_f16,   axpy_f64,
     acc_f64_f16,    acc_f64_f32,    acc_f64_f64,    acc_f32_f16,    acc_f32_f32,
     all_finite_f16, all_finite_f32, all_finite_f64,
+    f64_to_f32,     f32_to_f64,     f16_to_f64,
+    stats_f16,      stats_f32,      stats_f64,      stats_sub_f32,  stats_sub_f64,
+    div_f32,        div_f64,        axpy_div_f32,   axpy_div_f64,
 };
 
 }  // namespace detail
