@@ -261,14 +261,14 @@ py::bytes to_bytes(const std::vector<uint8_t>& v) {
   return py::bytes(reinterpret_cast<const char*>(v.data()), v.size());
 }
 
-py::bytes compress(py::handle data, long level, const std::string& wrapper) {
-  Wrapper w = parse_wrapper(wrapper.c_str());  // DeflateSink refuses "none"
+py::bytes compress(py::handle data, long level, const std::string& wrapper, unsigned threads) {
+  Wrapper w = parse_wrapper(wrapper.c_str());  // deflate_all refuses "none"
   int lvl = check_level(level);
   Input in(data);
   std::vector<uint8_t> out;
   {
     MaybeNoGil nogil(in.size);
-    out = deflate_all(in.data, in.size, lvl, w);
+    out = deflate_all(in.data, in.size, lvl, w, threads);
   }
   return to_bytes(out);
 }
@@ -281,7 +281,10 @@ py::bytes decompress(py::handle data, const std::string& wrapper, py::handle max
   std::pair<Buffer, uint64_t> out;
   {
     MaybeNoGil nogil(in.size);
-    out = inflate_all(in.data, in.size, w, limit);
+    // The fast whole-buffer inflate, or, when it cannot succeed cleanly, the
+    // zlib-ng path that reports the exact error.
+    if (!inflate_whole(in.data, in.size, w, limit, &out.first, &out.second))
+      out = inflate_all(in.data, in.size, w, limit);
   }
   return py::bytes(reinterpret_cast<const char*>(out.first.get()), size_t(out.second));
 }
@@ -294,7 +297,8 @@ py::str detect(py::handle data) {
 // ---- dumps -----------------------------------------------------------------
 
 // records: [(name: str, shape: tuple, code: int, data: C-contiguous native array, convert: int)]
-py::bytes encode_records(py::list records, py::object level, const std::string& wrapper) {
+py::bytes encode_records(py::list records, py::object level, const std::string& wrapper,
+                         unsigned threads) {
   std::vector<WriteRecord> recs;
   std::vector<py::buffer_info> keep;  // buffer exports live until encoding ends
   recs.reserve(records.size());
@@ -322,7 +326,7 @@ py::bytes encode_records(py::list records, py::object level, const std::string& 
       MaybeNoGil nogil(size);
       std::vector<uint8_t> blob(size);
       encode_to(recs, blob.data(), size);
-      out = deflate_all(blob.data(), blob.size(), lvl, w);
+      out = deflate_all(blob.data(), blob.size(), lvl, w, threads);
     }
     return to_bytes(out);
   }
@@ -508,6 +512,13 @@ py::dict build_info() {
   d["simd_note"] = simd_note();
   d["zlib_ng"] = zlib_ng_version();
   d["zlib_ng_origin"] = zlib_ng_origin();
+  d["deflate_engine"] = deflate_engine(6);
+  d["isal"] = isal_version();
+  d["isal_origin"] = isal_origin();
+  d["inflate_engine"] = *inflate_engine() ? inflate_engine() : "zlib-ng";
+  d["libdeflate"] = libdeflate_version();
+  d["libdeflate_origin"] = libdeflate_origin();
+  d["deflate_block"] = kDeflateBlock;
   return d;
 }
 
@@ -530,8 +541,9 @@ PYBIND11_MODULE(_native, m) {
         py::arg("byteorder") = "<", py::arg("relabel_float32") = false,
         py::arg("max_size") = py::none());
   m.def("encode", &encode_records, py::arg("records"), py::arg("level") = py::none(),
-        py::arg("wrapper") = "zlib");
-  m.def("compress", &compress, py::arg("data"), py::arg("level") = 6, py::arg("wrapper") = "zlib");
+        py::arg("wrapper") = "zlib", py::arg("threads") = 1);
+  m.def("compress", &compress, py::arg("data"), py::arg("level") = 6, py::arg("wrapper") = "zlib",
+        py::arg("threads") = 1);
   m.def("decompress", &decompress, py::arg("data"), py::kw_only(), py::arg("wrapper") = "auto",
         py::arg("max_size") = py::none());
   m.def("detect_wrapper", &detect, py::arg("data"));

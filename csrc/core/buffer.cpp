@@ -2,6 +2,7 @@
 
 #include <sys/mman.h>
 
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -74,6 +75,35 @@ uint8_t* buffer_grow(uint8_t* data, uint64_t n) {
   std::memcpy(fresh, data, h->capacity);
   buffer_free(data);
   return fresh;
+}
+
+uint8_t* buffer_reserve(uint64_t n) noexcept {
+  if (n < kMapAbove) {
+    try {
+      return make(n);
+    } catch (const std::bad_alloc&) {
+      return nullptr;
+    }
+  }
+  if (n > UINT64_MAX - kHeader - kPage) return nullptr;
+  uint64_t bytes = (n + kHeader + kPage - 1) / kPage * kPage;
+  if (bytes > uint64_t(SIZE_MAX)) return nullptr;
+  void* p = mmap(nullptr, size_t(bytes), PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (p == MAP_FAILED) return nullptr;
+  Header h{bytes - kHeader, bytes};
+  std::memcpy(p, &h, sizeof h);
+  return static_cast<uint8_t*>(p) + kHeader;
+}
+
+void buffer_trim(uint8_t* data, uint64_t n) noexcept {
+  Header* h = header_of(data);
+  if (!h->mapped || n >= h->capacity) return;
+  uint64_t keep = (n + kHeader + kPage - 1) / kPage * kPage;
+  if (keep >= h->mapped) return;
+  munmap(reinterpret_cast<uint8_t*>(h) + keep, size_t(h->mapped - keep));
+  h->mapped = keep;
+  h->capacity = keep - kHeader;
 }
 
 void buffer_free(void* data) noexcept {

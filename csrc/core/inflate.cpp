@@ -128,3 +128,147 @@ std::pair<Buffer, uint64_t> inflate_all(const uint8_t* p, size_t n, Wrapper w, u
 }
 
 }  // namespace ptth
+
+// ---- inflate_whole -----------------------------------------------------------
+
+#ifdef PTTH_HAVE_LIBDEFLATE
+#include <libdeflate.h>
+#endif
+
+#include "core/stream_decoder.hpp"
+
+namespace ptth {
+
+namespace {
+
+#ifdef PTTH_HAVE_LIBDEFLATE
+struct FreeDecompressor {
+  void operator()(libdeflate_decompressor* d) const noexcept { libdeflate_free_decompressor(d); }
+};
+
+// One decompressor per thread: allocating one costs more than a small inflate.
+libdeflate_decompressor* thread_decompressor() {
+  thread_local std::unique_ptr<libdeflate_decompressor, FreeDecompressor> d;
+  if (!d) {
+    d.reset(libdeflate_alloc_decompressor());
+    if (!d) throw std::bad_alloc();
+  }
+  return d.get();
+}
+#endif
+
+// Headers on which zlib-ng and libdeflate would disagree go the streaming way:
+// a zlib window below 32 KiB (zlib-ng enforces it, libdeflate does not) and a
+// gzip header CRC (zlib-ng checks it, libdeflate skips it).
+bool header_suits_whole(const uint8_t* p, size_t n, Wrapper w) {
+  if (w == Wrapper::zlib) return n >= 2 && (p[0] >> 4) == 7;
+  if (w == Wrapper::gzip) return n >= 4 && (p[3] & 0x02) == 0;
+  return true;
+}
+
+}  // namespace
+
+const char* inflate_engine() noexcept {
+#ifdef PTTH_HAVE_LIBDEFLATE
+  return "libdeflate";
+#else
+  return "";
+#endif
+}
+
+const char* libdeflate_version() noexcept {
+#ifdef PTTH_HAVE_LIBDEFLATE
+  return LIBDEFLATE_VERSION_STRING;
+#else
+  return "";
+#endif
+}
+
+const char* libdeflate_origin() noexcept { return PTTH_LIBDEFLATE_ORIGIN; }
+
+bool inflate_whole(const uint8_t* p, size_t n, Wrapper w, uint64_t max_size, Buffer* out,
+                   uint64_t* out_size) {
+#ifdef PTTH_HAVE_LIBDEFLATE
+  if (w == Wrapper::none || !header_suits_whole(p, n, w)) return false;
+  // DEFLATE expands at most 1032:1 (a 258-byte match in 2 bits), so the input
+  // bounds the output as well as max_size does.
+  const uint64_t most = uint64_t(n) * 1032 + 1024;
+  const uint64_t room = std::min(max_size, most);
+  if (room > uint64_t(SIZE_MAX) / 2) return false;
+  Buffer buf(buffer_reserve(room));
+  if (!buf) return false;
+  size_t in_used = 0, produced = 0;
+  libdeflate_decompressor* d = thread_decompressor();
+  libdeflate_result r;
+  switch (w) {
+    case Wrapper::zlib:
+      r = libdeflate_zlib_decompress_ex(d, p, n, buf.get(), size_t(room), &in_used, &produced);
+      break;
+    case Wrapper::gzip:
+      r = libdeflate_gzip_decompress_ex(d, p, n, buf.get(), size_t(room), &in_used, &produced);
+      break;
+    default:
+      r = libdeflate_deflate_decompress_ex(d, p, n, buf.get(), size_t(room), &in_used, &produced);
+      break;
+  }
+  if (r != LIBDEFLATE_SUCCESS || in_used != n) return false;
+  buffer_trim(buf.get(), produced);
+  *out = std::move(buf);
+  *out_size = produced;
+  return true;
+#else
+  (void)p, (void)n, (void)w, (void)max_size, (void)out, (void)out_size;
+  return false;
+#endif
+}
+
+namespace {
+
+// Keeps nothing: the probe only asks whether the prefix breaks a rule.
+class DiscardSink : public RecordSink {
+ public:
+  uint8_t* payload_space(const RecordInfo& r, uint64_t have, size_t* room) override {
+    // Room for the whole payload, capped at what the probe will inflate.
+    uint64_t want = std::min<uint64_t>(r.nbytes, kBlobProbe + 4096);
+    if (!buf_ || buffer_capacity(buf_.get()) < want) buf_.reset(buffer_alloc(want));
+    uint64_t cap = std::min<uint64_t>(buffer_capacity(buf_.get()), r.nbytes);
+    if (have >= cap) {  // past the probe's reach: wrap around, the bytes are not kept
+      *room = size_t(std::min<uint64_t>(cap, r.nbytes - have));
+      return buf_.get();
+    }
+    *room = size_t(cap - have);
+    return buf_.get() + have;
+  }
+  void on_record(const RecordInfo&, const uint8_t*) override {}
+
+ private:
+  Buffer buf_;
+};
+
+}  // namespace
+
+bool inflate_blob_whole(const uint8_t* p, size_t n, Wrapper w, uint64_t max_size, Buffer* out,
+                        uint64_t* out_size) {
+  if (*inflate_engine() == '\0' || w == Wrapper::none || !header_suits_whole(p, n, w))
+    return false;
+  ReadOptions opts;
+  opts.max_size = max_size;
+  DiscardSink sink;
+  try {
+    StreamDecoder dec(opts, &sink);
+    // Small input steps keep a bomb's inflate short: the reader refuses an
+    // item that would pass max_size before more is inflated.
+    constexpr size_t kStep = 256;
+    size_t fed = 0;
+    while (fed < n && dec.reader().position() < kBlobProbe) {
+      size_t k = std::min(kStep, n - fed);
+      dec.feed(p + fed, k);
+      fed += k;
+    }
+  } catch (const Error&) {
+    return false;
+  }
+  return inflate_whole(p, n, w, max_size, out, out_size);
+}
+
+}  // namespace ptth

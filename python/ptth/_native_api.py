@@ -92,9 +92,17 @@ def _byteorder(byteorder):
     return byteorder
 
 
-def dumps(tensors, *, dtype=None, compress=None, wrapper="zlib"):
-    level, wrapper = _level(compress), _wrapper(wrapper)
-    return _native.encode(_records(tensors, dtype), level, wrapper)
+def dumps(tensors, *, dtype=None, compress=None, wrapper="zlib", threads=1):
+    level, wrapper, threads = _level(compress), _wrapper(wrapper), _threads(threads)
+    return _native.encode(_records(tensors, dtype), level, wrapper, threads)
+
+
+def _threads(threads):
+    """Threads for deflate: 0 (every core) or more; the bytes do not depend on it."""
+    threads = _integer(threads, "threads")
+    if not 0 <= threads <= 1 << 16:
+        raise PTTHError("bad_argument", f"threads must be 0 (every core) .. 65536, not {threads}")
+    return threads
 
 
 def _integer(value, what):
@@ -125,8 +133,9 @@ def _wrapper(wrapper, choices=_WRITE_WRAPPERS):
     return wrapper
 
 
-def compress(data, level=6, wrapper="zlib"):
-    return _native.compress(data, _integer(level, "compression level"), _wrapper(wrapper))
+def compress(data, level=6, wrapper="zlib", threads=1):
+    return _native.compress(data, _integer(level, "compression level"), _wrapper(wrapper),
+                            _threads(threads))
 
 
 def decompress(data, *, wrapper="auto", max_size=None):

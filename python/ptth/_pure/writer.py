@@ -8,6 +8,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from ..errors import PTTHError
+from .deflate import MAX_THREADS
 from .deflate import compress as deflate_compress
 from .format import (MAGIC, MAX_NDIM, VERSION, WBITS, check_choice,
                      check_float_dtype, check_int, dtype_code)
@@ -52,12 +53,13 @@ def _record(key, value, target) -> list:
     return pieces
 
 
-def dumps(tensors, *, dtype=None, compress=None, wrapper="zlib") -> bytes:
+def dumps(tensors, *, dtype=None, compress=None, wrapper="zlib", threads=1) -> bytes:
     if not isinstance(tensors, Mapping):
         raise PTTHError("bad_argument", "tensors must be a mapping of name -> array")
     target = check_float_dtype(dtype, ("float16", "float32"))
     level = None if compress is None else check_int(compress, "compress", 0, 9)
     wrapper = check_choice(wrapper, "wrapper", tuple(WBITS))
+    check_int(threads, "threads", 0, MAX_THREADS)  # one thread here; same bytes
     pieces = [MAGIC, struct.pack(">I", VERSION), _u32(len(tensors), "count")]
     for key, value in tensors.items():
         pieces += _record(key, value, target)
