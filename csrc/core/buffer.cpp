@@ -91,6 +91,10 @@ uint8_t* buffer_reserve(uint64_t n) noexcept {
   void* p = mmap(nullptr, size_t(bytes), PROT_READ | PROT_WRITE,
                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (p == MAP_FAILED) return nullptr;
+#ifdef MADV_HUGEPAGE
+  // Whole-buffer inflate writes it front to back: 2 MiB pages fault 512x less.
+  if (bytes >= (uint64_t(4) << 20)) madvise(p, size_t(bytes), MADV_HUGEPAGE);
+#endif
   Header h{bytes - kHeader, bytes};
   std::memcpy(p, &h, sizeof h);
   return static_cast<uint8_t*>(p) + kHeader;

@@ -135,7 +135,6 @@ std::pair<Buffer, uint64_t> inflate_all(const uint8_t* p, size_t n, Wrapper w, u
 #include <libdeflate.h>
 #endif
 
-#include "core/stream_decoder.hpp"
 
 namespace ptth {
 
@@ -186,89 +185,96 @@ const char* libdeflate_version() noexcept {
 
 const char* libdeflate_origin() noexcept { return PTTH_LIBDEFLATE_ORIGIN; }
 
-bool inflate_whole(const uint8_t* p, size_t n, Wrapper w, uint64_t max_size, Buffer* out,
-                   uint64_t* out_size) {
-#ifdef PTTH_HAVE_LIBDEFLATE
-  if (w == Wrapper::none || !header_suits_whole(p, n, w)) return false;
-  // DEFLATE expands at most 1032:1 (a 258-byte match in 2 bits), so the input
-  // bounds the output as well as max_size does.
-  const uint64_t most = uint64_t(n) * 1032 + 1024;
-  const uint64_t room = std::min(max_size, most);
-  if (room > uint64_t(SIZE_MAX) / 2) return false;
-  Buffer buf(buffer_reserve(room));
-  if (!buf) return false;
-  size_t in_used = 0, produced = 0;
-  libdeflate_decompressor* d = thread_decompressor();
-  libdeflate_result r;
-  switch (w) {
-    case Wrapper::zlib:
-      r = libdeflate_zlib_decompress_ex(d, p, n, buf.get(), size_t(room), &in_used, &produced);
-      break;
-    case Wrapper::gzip:
-      r = libdeflate_gzip_decompress_ex(d, p, n, buf.get(), size_t(room), &in_used, &produced);
-      break;
-    default:
-      r = libdeflate_deflate_decompress_ex(d, p, n, buf.get(), size_t(room), &in_used, &produced);
-      break;
-  }
-  if (r != LIBDEFLATE_SUCCESS || in_used != n) return false;
-  buffer_trim(buf.get(), produced);
-  *out = std::move(buf);
-  *out_size = produced;
-  return true;
-#else
-  (void)p, (void)n, (void)w, (void)max_size, (void)out, (void)out_size;
-  return false;
-#endif
-}
-
 namespace {
 
-// Keeps nothing: the probe only asks whether the prefix breaks a rule.
+// Keeps nothing: the bomb check only asks whether a prefix breaks a rule.
 class DiscardSink : public RecordSink {
  public:
-  uint8_t* payload_space(const RecordInfo& r, uint64_t have, size_t* room) override {
-    // Room for the whole payload, capped at what the probe will inflate.
-    uint64_t want = std::min<uint64_t>(r.nbytes, kBlobProbe + 4096);
-    if (!buf_ || buffer_capacity(buf_.get()) < want) buf_.reset(buffer_alloc(want));
-    uint64_t cap = std::min<uint64_t>(buffer_capacity(buf_.get()), r.nbytes);
-    if (have >= cap) {  // past the probe's reach: wrap around, the bytes are not kept
-      *room = size_t(std::min<uint64_t>(cap, r.nbytes - have));
-      return buf_.get();
-    }
-    *room = size_t(cap - have);
-    return buf_.get() + have;
+  uint8_t* payload_space(const RecordInfo&, uint64_t, size_t* room) override {
+    *room = sizeof scratch_;  // only for a payload cut by the prefix's end: never kept
+    return scratch_;
   }
   void on_record(const RecordInfo&, const uint8_t*) override {}
 
  private:
-  Buffer buf_;
+  uint8_t scratch_[4096];
 };
 
-}  // namespace
-
-bool inflate_blob_whole(const uint8_t* p, size_t n, Wrapper w, uint64_t max_size, Buffer* out,
-                        uint64_t* out_size) {
-  if (*inflate_engine() == '\0' || w == Wrapper::none || !header_suits_whole(p, n, w))
-    return false;
+// Whether the blob prefix [p, p+n) may still grow into a blob of at most
+// max_size bytes: false when the reader rejects it (a bomb's record that
+// claims more than max_size fails here at once).
+bool prefix_may_fit(const uint8_t* p, size_t n, uint64_t max_size) {
   ReadOptions opts;
   opts.max_size = max_size;
   DiscardSink sink;
+  Reader reader(opts, &sink);
   try {
-    StreamDecoder dec(opts, &sink);
-    // Small input steps keep a bomb's inflate short: the reader refuses an
-    // item that would pass max_size before more is inflated.
-    constexpr size_t kStep = 256;
-    size_t fed = 0;
-    while (fed < n && dec.reader().position() < kBlobProbe) {
-      size_t k = std::min(kStep, n - fed);
-      dec.feed(p + fed, k);
-      fed += k;
-    }
-  } catch (const Error&) {
-    return false;
+    reader.feed(p, n, /*borrow=*/true);
+  } catch (const Error& e) {
+    return e.reason() == Reason::truncated && e.offset() == n;  // cut by the prefix's end
   }
-  return inflate_whole(p, n, w, max_size, out, out_size);
+  return true;
+}
+
+#ifdef PTTH_HAVE_LIBDEFLATE
+libdeflate_result libdeflate_run(Wrapper w, const uint8_t* p, size_t n, uint8_t* out, size_t room,
+                                 size_t* in_used, size_t* produced) {
+  libdeflate_decompressor* d = thread_decompressor();
+  switch (w) {
+    case Wrapper::zlib:
+      return libdeflate_zlib_decompress_ex(d, p, n, out, room, in_used, produced);
+    case Wrapper::gzip:
+      return libdeflate_gzip_decompress_ex(d, p, n, out, room, in_used, produced);
+    default:
+      return libdeflate_deflate_decompress_ex(d, p, n, out, room, in_used, produced);
+  }
+}
+#endif
+
+bool whole(const uint8_t* p, size_t n, Wrapper w, uint64_t max_size, bool blob, Buffer* out,
+           uint64_t* out_size) {
+#ifdef PTTH_HAVE_LIBDEFLATE
+  if (w == Wrapper::none || !header_suits_whole(p, n, w)) return false;
+  // DEFLATE expands at most 1032:1 (a 258-byte match in 2 bits), so the input
+  // bounds the output as well as max_size does.
+  const uint64_t most = std::min(max_size, uint64_t(n) * 1032 + 1024);
+  if (most > uint64_t(SIZE_MAX) / 2) return false;
+  Buffer buf(buffer_reserve(most));
+  if (!buf) return false;
+  // libdeflate cannot resume, so a stream that outgrows the room is decoded
+  // again in 8x the room: at most 8/7 of the work, and a blob prefix is
+  // checked in between, so a bomb stops at its first oversized record.
+  uint64_t room = std::min(most, uint64_t(n) * 8 + (uint64_t(64) << 10));
+  while (true) {
+    size_t in_used = 0, produced = 0;
+    libdeflate_result r = libdeflate_run(w, p, n, buf.get(), size_t(room), &in_used, &produced);
+    if (r == LIBDEFLATE_SUCCESS) {
+      if (in_used != n) return false;  // trailing bytes
+      buffer_trim(buf.get(), produced);
+      *out = std::move(buf);
+      *out_size = produced;
+      return true;
+    }
+    if (r != LIBDEFLATE_INSUFFICIENT_SPACE || room == most) return false;
+    if (blob && !prefix_may_fit(buf.get(), size_t(room), max_size)) return false;
+    room = std::min(most, room * 8);
+  }
+#else
+  (void)p, (void)n, (void)w, (void)max_size, (void)blob, (void)out, (void)out_size;
+  return false;
+#endif
+}
+
+}  // namespace
+
+bool inflate_whole(const uint8_t* p, size_t n, Wrapper w, uint64_t max_size, Buffer* out,
+                   uint64_t* out_size) {
+  return whole(p, n, w, max_size, false, out, out_size);
+}
+
+bool inflate_blob_whole(const uint8_t* p, size_t n, Wrapper w, uint64_t max_size, Buffer* out,
+                        uint64_t* out_size) {
+  return whole(p, n, w, max_size, true, out, out_size);
 }
 
 }  // namespace ptth

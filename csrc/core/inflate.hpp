@@ -65,17 +65,18 @@ std::pair<Buffer, uint64_t> inflate_all(const uint8_t* p, size_t n, Wrapper w, u
 // build, or no address space for the output. The caller then runs the zlib-ng
 // streaming path, which reports the exact error in its place in the check
 // order. The output is reserved up to min(max_size, the most n bytes of
-// DEFLATE can give) as address space only: pages cost once written.
+// DEFLATE can give) as address space only: pages cost once written, and
+// never more than max_size of them.
 // Never throws Error (std::bad_alloc only).
 bool inflate_whole(const uint8_t* p, size_t n, Wrapper w, uint64_t max_size, Buffer* out,
                    uint64_t* out_size);
 
-// inflate_whole for a PTTH blob (loads, Aggregator.add of bytes): first runs
-// the streaming decoder over the blob's first kBlobProbe decompressed bytes,
-// so that a bomb whose first records claim more than max_size fails at once
-// on the streaming path instead of inflating max_size bytes first. Returns
-// false exactly when inflate_whole would, or when that prefix breaks a rule.
-constexpr size_t kBlobProbe = size_t(64) << 10;
+// inflate_whole for a PTTH blob (loads, Aggregator.add of bytes). When the
+// output outgrows the room tried so far (8x the input, then 8x more each
+// time), the reader checks the prefix first: a bomb whose records claim more
+// than max_size returns false at once, and the streaming path then fails it
+// with too_large before inflating further. Returns false whenever
+// inflate_whole would, or when that prefix breaks a rule.
 bool inflate_blob_whole(const uint8_t* p, size_t n, Wrapper w, uint64_t max_size, Buffer* out,
                         uint64_t* out_size);
 

@@ -9,8 +9,14 @@
 // decoder agrees with inflate_all followed by a parse of its output: the same
 // records and error when the stream is sound, the same stream error (reason
 // and offset) when it is not, unless a PTTH rule broke earlier in the output.
+// The whole-buffer path (inflate_whole, inflate_blob_whole: libdeflate) must
+// agree with it: when it succeeds, inflate_all succeeds with the same bytes
+// (or, for the encodings libdeflate alone accepts, fails with stream_corrupt:
+// DEVELOPERS.md "Whole-buffer inflate"), never past max_size; when it declines,
+// the caller's streaming path is the answer by construction.
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "fuzz/fuzz_common.hpp"
@@ -58,6 +64,32 @@ void check_inflated(const Inflated& r, uint64_t max_size, const char* what) {
                reason_name(r.reason), (unsigned long long)r.offset, (unsigned long long)max_size);
 }
 
+void check_whole(const uint8_t* p, size_t n, Wrapper w, uint64_t max_size, const Inflated& all) {
+  for (bool blob : {false, true}) {
+    const char* what = blob ? "inflate_blob_whole" : "inflate_whole";
+    Buffer out;
+    uint64_t size = 0;
+    bool ok = blob ? inflate_blob_whole(p, n, w, max_size, &out, &size)
+                   : inflate_whole(p, n, w, max_size, &out, &size);
+    if (!ok) {
+      FUZZ_CHECK(!out, "%s declined but left a buffer", what);
+      continue;
+    }
+    FUZZ_CHECK(size <= max_size, "%s: %llu bytes out, max_size %llu", what,
+               (unsigned long long)size, (unsigned long long)max_size);
+    if (all.ok) {
+      FUZZ_CHECK(size == all.out.size() && (size == 0 || std::memcmp(out.get(), all.out.data(),
+                                                                     size_t(size)) == 0),
+                 "%s: %llu bytes differ from inflate_all's %zu", what, (unsigned long long)size,
+                 all.out.size());
+    } else {
+      FUZZ_CHECK(all.reason == Reason::stream_corrupt,
+                 "%s succeeded where inflate_all fails with %s at %llu", what,
+                 reason_name(all.reason), (unsigned long long)all.offset);
+    }
+  }
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
@@ -94,6 +126,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* input, size_t size) {
 
   Inflated all = run_inflate_all(data, n, detected, max_size);
   check_inflated(all, max_size, "decompress(auto)");
+  check_whole(data, n, detected, max_size, all);
   if (detected == Wrapper::none) {
     if (dec.ok) FUZZ_CHECK(all.ok && all.out.size() == n, "decompress of a plain blob");
     return 0;
