@@ -1,6 +1,6 @@
 """Compressed output and whole-buffer inflate: standard streams, threads, engines, bombs.
 
-DEVELOPERS.md, "Compressed output": compress()/dumps(compress=) write one
+docs/compression.md, "Compressed output": compress()/dumps(compress=) write one
 standard zlib / gzip / raw DEFLATE stream in 1 MiB blocks whose bytes do not
 depend on `threads`; the fallback writes the same bytes; the stdlib reads
 them and ptth reads the stdlib's. Whole-buffer inflate (libdeflate) gives the
@@ -216,7 +216,7 @@ def test_levels_keep_zlib_ng_level6_ratio_on_floats(backend, payloads, name):
     ref = len(zlib_ng.compress(data, 6))
     for level in range(1, 10):
         got = len(backend.compress(data, level, "zlib"))
-        # DEVELOPERS.md: levels 1..9 keep zlib-ng level 6's ratio within 0.5%
+        # docs/compression.md: levels 1..9 keep zlib-ng level 6's ratio within 0.5%
         assert got <= ref * 1.005, (level, got, ref)
     # level 0: stored pieces of at most 65535 bytes within each block, 5 bytes each
     pieces = sum(-(-len(data[i:i + BLOCK]) // 65535) for i in range(0, len(data), BLOCK))

@@ -50,7 +50,7 @@ def test_dumps_compressed_identical(native, pure, tensors, wrapper, level):
 
 
 def _same_engine(native):
-    """Compressed bytes are equal across engines only when both run ISA-L (DEVELOPERS.md)."""
+    """Compressed bytes are equal across engines only when both run ISA-L (docs/compression.md)."""
     if native.build_info().get("deflate_engine") != "isal":
         pytest.skip("this core deflates with zlib-ng (no ISA-L): bytes differ from the fallback's")
 

@@ -26,7 +26,7 @@ int isal_level(int level) noexcept;
 const char* isal_version() noexcept;   // "" when ISA-L is not built in
 const char* isal_origin() noexcept;    // "installed", "bundled-build" or "off: why"
 
-// Compresses a whole buffer (the pigz layout, DEVELOPERS.md "Compressed output"):
+// Compresses a whole buffer (the pigz layout, docs/compression.md):
 // the input is cut into kDeflateBlock-sized blocks; block i is compressed as
 // raw DEFLATE primed with the kDeflateWindow bytes before it and ends with a
 // sync flush (the last one with the final block); the blocks are joined under

@@ -12,7 +12,7 @@
 // The whole-buffer path (inflate_whole, inflate_blob_whole: libdeflate) must
 // agree with it: when it succeeds, inflate_all succeeds with the same bytes
 // (or, for the encodings libdeflate alone accepts, fails with stream_corrupt:
-// DEVELOPERS.md "Whole-buffer inflate"), never past max_size; when it declines,
+// docs/compression.md "A known difference"), never past max_size; when it declines,
 // the caller's streaming path is the answer by construction.
 #include <cstddef>
 #include <cstdint>

@@ -93,6 +93,16 @@ def _byteorder(byteorder):
 
 
 def dumps(tensors, *, dtype=None, compress=None, wrapper="zlib", threads=1):
+    """Encode a mapping of names to arrays as a PTTH blob.
+
+    dtype: None, "float16" or "float32" (quantize floating tensors on the way out).
+    compress: None or a level 0..9, which wraps the blob in `wrapper` exactly as
+    compress(blob, level, wrapper) does; threads as for compress().
+    Raises PTTHError (bad_argument, bad_name, unsupported_dtype).
+
+    >>> ptth.dumps({"w": np.ones(2, np.float32)}, dtype="float16", compress=6, threads=0)[:2]
+    b'x\\x9c'
+    """
     level, wrapper, threads = _level(compress), _wrapper(wrapper), _threads(threads)
     return _native.encode(_records(tensors, dtype), level, wrapper, threads)
 
@@ -134,11 +144,30 @@ def _wrapper(wrapper, choices=_WRITE_WRAPPERS):
 
 
 def compress(data, level=6, wrapper="zlib", threads=1):
+    """Compress a bytes-like object into one standard zlib, gzip or raw DEFLATE stream.
+
+    level: 0 (stored) .. 9, default 6; levels 1..9 keep zlib-ng level 6's ratio on
+    float payloads (docs/compression.md). wrapper: "zlib", "gzip" or "deflate".
+    threads: threads to use, 0 = every core; the bytes do not depend on it.
+    Raises PTTHError("bad_argument") for a bad level, wrapper or threads.
+
+    >>> ptth.decompress(ptth.compress(b"abc", 6, "gzip", threads=0))
+    b'abc'
+    """
     return _native.compress(data, _integer(level, "compression level"), _wrapper(wrapper),
                             _threads(threads))
 
 
 def decompress(data, *, wrapper="auto", max_size=None):
+    """Decompress a whole zlib, gzip or raw DEFLATE stream ("auto": SPEC.md's detection).
+
+    max_size: the most bytes it may decode to (default DEFAULT_MAX_SIZE). Raises
+    PTTHError: bad_checksum, stream_corrupt, stream_truncated, stream_trailing or
+    too_large, with the offset of the streaming decoder (docs/compression.md).
+
+    >>> ptth.decompress(ptth.compress(b"abc"), max_size=3)
+    b'abc'
+    """
     wrapper = _wrapper(wrapper, ("auto", "none") + _WRITE_WRAPPERS)
     return _native.decompress(data, wrapper=wrapper, max_size=_max_size(max_size))
 

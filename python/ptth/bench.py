@@ -190,7 +190,7 @@ def codec(elements, repeat):
                                          repeat), "time", 1.10, f"{len(raw) / 1e6:.0f} MB f16 delta"),
         Row("dumps(compress=6)", *pair(lambda: ptth.dumps(upd, compress=6),
                                        lambda: zlib_ng.compress(raw, 6), repeat), "time", 1.05,
-            # level 6 keeps zlib-ng level 6's ratio within 0.5% (DEVELOPERS.md)
+            # level 6 keeps zlib-ng level 6's ratio within 0.5% (docs/compression.md)
             f"size {len(ours_z6) / len(z6):.4f}x zlib-ng's" if len(ours_z6) <= 1.005 * len(z6)
             else f"SIZE {len(ours_z6)} > 1.005 x {len(z6)}"),
     ]

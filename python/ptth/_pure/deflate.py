@@ -1,6 +1,6 @@
 """compress(): the native core's block layout, written single-threaded with the same libraries.
 
-The stream is cut into ``BLOCK``-byte blocks (DEVELOPERS.md, "Compressed
+The stream is cut into ``BLOCK``-byte blocks (docs/compression.md, "Compressed
 output"). Block i is raw DEFLATE primed with the ``WINDOW`` bytes before it
 and ends with a sync flush; the last one ends the stream. Level 0 writes
 stored blocks directly; levels 1..9 run ISA-L through the ``isal`` package,
