@@ -257,20 +257,29 @@ class Decoder {
 
 // ---- compress / decompress --------------------------------------------------
 
-py::bytes to_bytes(const std::vector<uint8_t>& v) {
-  return py::bytes(reinterpret_cast<const char*>(v.data()), v.size());
+// deflate_into's allocator: the stream goes straight into the bytes returned
+// (called once, possibly without the GIL held).
+uint8_t* new_bytes(py::bytes* out, size_t total) {
+  py::gil_scoped_acquire gil;
+  PyObject* raw = PyBytes_FromStringAndSize(nullptr, py::ssize_t(total));
+  if (raw == nullptr) {
+    PyErr_Clear();
+    throw std::bad_alloc();
+  }
+  *out = py::reinterpret_steal<py::bytes>(raw);
+  return reinterpret_cast<uint8_t*>(PyBytes_AS_STRING(raw));
 }
 
 py::bytes compress(py::handle data, long level, const std::string& wrapper, unsigned threads) {
   Wrapper w = parse_wrapper(wrapper.c_str());  // deflate_all refuses "none"
   int lvl = check_level(level);
   Input in(data);
-  std::vector<uint8_t> out;
+  py::bytes out;
   {
     MaybeNoGil nogil(in.size);
-    out = deflate_all(in.data, in.size, lvl, w, threads);
+    deflate_into(in.data, in.size, lvl, w, threads, [&](size_t total) { return new_bytes(&out, total); });
   }
-  return to_bytes(out);
+  return out;
 }
 
 py::bytes decompress(py::handle data, const std::string& wrapper, py::handle max_size) {
@@ -319,16 +328,17 @@ py::bytes encode_records(py::list records, py::object level, const std::string& 
   if (!level.is_none()) {
     Wrapper w = parse_wrapper(wrapper.c_str());
     int lvl = check_level(level.cast<long>());
-    std::vector<uint8_t> out;
+    py::bytes out;
     {
       // One call over the whole blob, exactly as compress() does, so that
       // dumps(compress=L) == compress(dumps(...), L) byte for byte.
       MaybeNoGil nogil(size);
       std::vector<uint8_t> blob(size);
       encode_to(recs, blob.data(), size);
-      out = deflate_all(blob.data(), blob.size(), lvl, w, threads);
+      deflate_into(blob.data(), blob.size(), lvl, w, threads,
+                   [&](size_t total) { return new_bytes(&out, total); });
     }
-    return to_bytes(out);
+    return out;
   }
   PyObject* raw = PyBytes_FromStringAndSize(nullptr, py::ssize_t(size));
   if (raw == nullptr) throw py::error_already_set();

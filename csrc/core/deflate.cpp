@@ -4,6 +4,7 @@
 #include <atomic>
 #include <cstring>
 #include <exception>
+#include <functional>
 #include <memory>
 #include <new>
 #include <string>
@@ -48,16 +49,39 @@ uint32_t isal_level_buf_size(int lvl) {
   }
 }
 
+// Output space that keeps its capacity from block to block (no page is
+// faulted in or zero-filled twice by one thread).
+struct Scratch {
+  std::unique_ptr<uint8_t[]> data;
+  size_t cap = 0;
+  void ensure(size_t need, size_t used) {
+    if (need <= cap) return;
+    size_t c = std::max(need, 2 * cap);
+    std::unique_ptr<uint8_t[]> grown(new uint8_t[c]);
+    if (used) std::memcpy(grown.get(), data.get(), used);
+    data = std::move(grown);
+    cap = c;
+  }
+};
+
+// What one thread reuses for every block it compresses.
+struct IsalWorker {
+  std::unique_ptr<isal_zstream> stream{new isal_zstream};
+  std::unique_ptr<uint8_t[]> level_buf;
+  uint32_t level_buf_size = 0;
+  Scratch out;
+};
+
 // Runs isal_deflate until it stops asking for output space, offering the
 // space the isal module does: a fresh 16 KiB per call of compress() or
 // flush(), doubled whenever it fills (ISA-L's block cuts follow that space).
-void isal_drain(isal_zstream* s, Bytes* out, size_t* used) {
+void isal_drain(isal_zstream* s, Scratch* out, size_t* used) {
   const size_t phase = *used;
   size_t length = 16 * 1024;
   do {
     if (*used - phase == length) length *= 2;
-    if (out->size() < phase + length) out->resize(phase + length);
-    s->next_out = out->data() + *used;
+    out->ensure(phase + length, *used);
+    s->next_out = out->data.get() + *used;
     s->avail_out = uint32_t(std::min<size_t>(phase + length - *used, UINT32_MAX));
     uint32_t before = s->avail_out;
     int rc = isal_deflate(s);
@@ -66,35 +90,37 @@ void isal_drain(isal_zstream* s, Bytes* out, size_t* used) {
   } while (s->avail_out == 0);
 }
 
-void isal_block(int level, const uint8_t* dict, size_t dict_n, const uint8_t* p, size_t n,
-                bool last, Bytes* out) {
+void isal_block(IsalWorker* wk, int level, const uint8_t* dict, size_t dict_n, const uint8_t* p,
+                size_t n, bool last, Bytes* out) {
   const int lvl = isal_level(level);
   const uint32_t buf_size = isal_level_buf_size(lvl);
-  std::unique_ptr<uint8_t[]> level_buf(new uint8_t[buf_size]);
-  auto s = std::make_unique<isal_zstream>();
-  isal_deflate_init(s.get());
+  if (wk->level_buf_size < buf_size) {
+    wk->level_buf.reset(new uint8_t[buf_size]);
+    wk->level_buf_size = buf_size;
+  }
+  isal_zstream* s = wk->stream.get();
+  isal_deflate_init(s);
   s->next_in = nullptr;
   s->avail_in = 0;
   s->level_buf_size = buf_size;
-  s->level_buf = level_buf.get();
+  s->level_buf = wk->level_buf.get();
   s->level = uint32_t(lvl);
   s->hist_bits = 15;
   s->gzip_flag = IGZIP_DEFLATE;
-  if (dict_n && isal_deflate_set_dict(s.get(), const_cast<uint8_t*>(dict), uint32_t(dict_n)) != COMP_OK)
+  if (dict_n && isal_deflate_set_dict(s, const_cast<uint8_t*>(dict), uint32_t(dict_n)) != COMP_OK)
     throw Error(Reason::bad_argument, "isal_deflate_set_dict failed");
   size_t used = 0;
-  out->reserve(n + n / 8 + 64 * 1024);
   // compress(block): all the input with NO_FLUSH (blocks are far below 4 GiB) ...
   s->next_in = const_cast<uint8_t*>(p);
   s->avail_in = uint32_t(n);
   s->flush = NO_FLUSH;
-  isal_drain(s.get(), out, &used);
+  isal_drain(s, &wk->out, &used);
   // ... then flush(Z_SYNC_FLUSH), or flush(Z_FINISH) for the last block.
   s->avail_in = 0;
   s->flush = last ? FULL_FLUSH : SYNC_FLUSH;
   if (last) s->end_of_stream = 1;
-  isal_drain(s.get(), out, &used);
-  out->resize(used);
+  isal_drain(s, &wk->out, &used);
+  out->assign(wk->out.data.get(), wk->out.data.get() + used);
 }
 #endif
 
@@ -134,12 +160,19 @@ struct DeflateEnd {
   out->resize(used);
 }
 
-void compress_block(int level, const uint8_t* dict, size_t dict_n, const uint8_t* p, size_t n,
-                    bool last, Bytes* out) {
+struct Worker {
+#ifdef PTTH_HAVE_ISAL
+  IsalWorker isal;
+#endif
+};
+
+void compress_block(Worker* wk, int level, const uint8_t* dict, size_t dict_n, const uint8_t* p,
+                    size_t n, bool last, Bytes* out) {
   if (level == 0) return stored_block(p, n, last, out);
 #ifdef PTTH_HAVE_ISAL
-  return isal_block(level, dict, dict_n, p, n, last, out);
+  return isal_block(&wk->isal, level, dict, dict_n, p, n, last, out);
 #else
+  (void)wk;
   return zng_block(level, dict, dict_n, p, n, last, out);
 #endif
 }
@@ -203,8 +236,8 @@ unsigned deflate_threads(size_t n, unsigned threads) noexcept {
   return unsigned(std::min<size_t>(threads, blocks));
 }
 
-std::vector<uint8_t> deflate_all(const uint8_t* p, size_t n, int level, Wrapper w,
-                                 unsigned threads) {
+void deflate_into(const uint8_t* p, size_t n, int level, Wrapper w, unsigned threads,
+                  const std::function<uint8_t*(size_t)>& alloc) {
   window_bits(w);  // wrapper none is refused here
   check_level(level);
   const size_t count = std::max<size_t>(1, (n + kDeflateBlock - 1) / kDeflateBlock);
@@ -218,11 +251,14 @@ std::vector<uint8_t> deflate_all(const uint8_t* p, size_t n, int level, Wrapper 
 
   auto work = [&] {
     try {
-      for (size_t i; !stop.load(std::memory_order_relaxed) && (i = next.fetch_add(1)) < count;) {
+      Worker wk;
+      while (!stop.load(std::memory_order_relaxed)) {
+        const size_t i = next.fetch_add(1);
+        if (i >= count) break;
         size_t start = i * kDeflateBlock, len = std::min(kDeflateBlock, n - std::min(n, start));
         size_t dict_n = std::min(start, kDeflateWindow);
         const uint8_t* in = n ? p + start : p;
-        compress_block(level, in - dict_n, dict_n, in, len, i + 1 == count, &parts[i]);
+        compress_block(&wk, level, in - dict_n, dict_n, in, len, i + 1 == count, &parts[i]);
         uint32_t z = uint32_t(len);
         sums[i] = gzip ? uint32_t(zng_crc32(0, in, z)) : uint32_t(zng_adler32(1, in, z));
       }
@@ -256,20 +292,33 @@ std::vector<uint8_t> deflate_all(const uint8_t* p, size_t n, int level, Wrapper 
     sum = gzip ? uint32_t(zng_crc32_combine(sum, sums[i], int64_t(len)))
                : uint32_t(zng_adler32_combine(sum, sums[i], int64_t(len)));
   }
-  size_t total = 18;
+  Bytes head, trail;
+  put_header(&head, w, level);
+  if (w == Wrapper::zlib) put_be32(&trail, sum);
+  if (gzip) {
+    put_le32(&trail, sum);
+    put_le32(&trail, uint32_t(n));
+  }
+  size_t total = head.size() + trail.size();
   for (const Bytes& b : parts) total += b.size();
-  Bytes out;
-  out.reserve(total);
-  put_header(&out, w, level);
+  uint8_t* dst = alloc(total);
+  std::memcpy(dst, head.data(), head.size());
+  dst += head.size();
   for (Bytes& b : parts) {
-    out.insert(out.end(), b.begin(), b.end());
+    if (!b.empty()) std::memcpy(dst, b.data(), b.size());
+    dst += b.size();
     Bytes().swap(b);
   }
-  if (w == Wrapper::zlib) put_be32(&out, sum);
-  if (gzip) {
-    put_le32(&out, sum);
-    put_le32(&out, uint32_t(n));
-  }
+  if (!trail.empty()) std::memcpy(dst, trail.data(), trail.size());
+}
+
+std::vector<uint8_t> deflate_all(const uint8_t* p, size_t n, int level, Wrapper w,
+                                 unsigned threads) {
+  Bytes out;
+  deflate_into(p, n, level, w, threads, [&](size_t total) {
+    out.resize(total);
+    return out.data();
+  });
   return out;
 }
 

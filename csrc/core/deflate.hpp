@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "core/inflate.hpp"
@@ -36,6 +37,12 @@ const char* isal_origin() noexcept;    // "installed", "bundled-build" or "off: 
 // Throws Error(bad_argument) for a level outside 0..9 or wrapper none.
 std::vector<uint8_t> deflate_all(const uint8_t* p, size_t n, int level, Wrapper w,
                                  unsigned threads = 1);
+
+// deflate_all writing into memory the caller provides: once the blocks are
+// compressed, alloc(total) is called (on the calling thread) for the stream's
+// exact size and must return that many writable bytes (or throw).
+void deflate_into(const uint8_t* p, size_t n, int level, Wrapper w, unsigned threads,
+                  const std::function<uint8_t*(size_t)>& alloc);
 
 // The threads deflate_all runs for `threads` on n bytes (0 = every core).
 unsigned deflate_threads(size_t n, unsigned threads) noexcept;
