@@ -240,6 +240,8 @@ void deflate_into(const uint8_t* p, size_t n, int level, Wrapper w, unsigned thr
                   const std::function<uint8_t*(size_t)>& alloc) {
   window_bits(w);  // wrapper none is refused here
   check_level(level);
+  static const uint8_t kNothing = 0;
+  if (n == 0) p = &kNothing;  // ISA-L does pointer arithmetic on next_in even for 0 bytes
   const size_t count = std::max<size_t>(1, (n + kDeflateBlock - 1) / kDeflateBlock);
   std::vector<Bytes> parts(count);
   std::vector<uint32_t> sums(count);
@@ -257,7 +259,7 @@ void deflate_into(const uint8_t* p, size_t n, int level, Wrapper w, unsigned thr
         if (i >= count) break;
         size_t start = i * kDeflateBlock, len = std::min(kDeflateBlock, n - std::min(n, start));
         size_t dict_n = std::min(start, kDeflateWindow);
-        const uint8_t* in = n ? p + start : p;
+        const uint8_t* in = p + std::min(start, n);
         compress_block(&wk, level, in - dict_n, dict_n, in, len, i + 1 == count, &parts[i]);
         uint32_t z = uint32_t(len);
         sums[i] = gzip ? uint32_t(zng_crc32(0, in, z)) : uint32_t(zng_adler32(1, in, z));
@@ -302,7 +304,7 @@ void deflate_into(const uint8_t* p, size_t n, int level, Wrapper w, unsigned thr
   size_t total = head.size() + trail.size();
   for (const Bytes& b : parts) total += b.size();
   uint8_t* dst = alloc(total);
-  std::memcpy(dst, head.data(), head.size());
+  if (!head.empty()) std::memcpy(dst, head.data(), head.size());
   dst += head.size();
   for (Bytes& b : parts) {
     if (!b.empty()) std::memcpy(dst, b.data(), b.size());
