@@ -277,7 +277,8 @@ py::bytes compress(py::handle data, long level, const std::string& wrapper, unsi
   py::bytes out;
   {
     MaybeNoGil nogil(in.size);
-    deflate_into(in.data, in.size, lvl, w, threads, [&](size_t total) { return new_bytes(&out, total); });
+    deflate_into(in.data, in.size, lvl, w, threads,
+                 [&](size_t total) { return new_bytes(&out, total); });
   }
   return out;
 }

@@ -86,7 +86,8 @@ void isal_drain(isal_zstream* s, Scratch* out, size_t* used) {
     uint32_t before = s->avail_out;
     int rc = isal_deflate(s);
     *used += before - s->avail_out;
-    if (rc != COMP_OK) throw Error(Reason::bad_argument, "isal_deflate failed: " + std::to_string(rc));
+    if (rc != COMP_OK)
+      throw Error(Reason::bad_argument, "isal_deflate failed: " + std::to_string(rc));
   } while (s->avail_out == 0);
 }
 
@@ -133,8 +134,8 @@ struct DeflateEnd {
   }
 };
 
-[[maybe_unused]] void zng_block(int level, const uint8_t* dict, size_t dict_n, const uint8_t* p, size_t n,
-               bool last, Bytes* out) {
+[[maybe_unused]] void zng_block(int level, const uint8_t* dict, size_t dict_n, const uint8_t* p,
+                                size_t n, bool last, Bytes* out) {
   std::unique_ptr<zng_stream, DeflateEnd> s(new zng_stream());
   int32_t rc = zng_deflateInit2(s.get(), level, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY);
   if (rc != Z_OK) {
