@@ -250,18 +250,28 @@ class PyDecoder {
 
 // ---- compress / decompress / encode ------------------------------------------
 
-py::bytes to_bytes(const std::vector<uint8_t>& v) {
-  return py::bytes(reinterpret_cast<const char*>(v.data()), v.size());
+// deflate_into's allocator: the stream goes straight into the bytes returned
+// (called once, possibly without the GIL held).
+uint8_t* new_bytes(py::bytes* out, size_t total) {
+  py::gil_scoped_acquire gil;
+  PyObject* raw = PyBytes_FromStringAndSize(nullptr, py::ssize_t(total));
+  if (raw == nullptr) {
+    PyErr_Clear();
+    throw std::bad_alloc();
+  }
+  *out = py::reinterpret_steal<py::bytes>(raw);
+  return reinterpret_cast<uint8_t*>(PyBytes_AS_STRING(raw));
 }
 
-py::bytes compress(py::handle data, int level, Wrapper wrapper) {
+py::bytes compress(py::handle data, int level, Wrapper wrapper, unsigned threads) {
   Input in(data);
-  std::vector<uint8_t> out;
+  py::bytes out;
   {
     MaybeNoGil nogil(in.size);
-    out = deflate_all(in.data, in.size, level, wrapper);
+    deflate_into(in.data, in.size, level, wrapper, threads,
+                 [&](size_t total) { return new_bytes(&out, total); });
   }
-  return to_bytes(out);
+  return out;
 }
 
 py::bytes decompress(py::handle data, std::optional<Wrapper> wrapper, uint64_t max_size) {
@@ -270,7 +280,10 @@ py::bytes decompress(py::handle data, std::optional<Wrapper> wrapper, uint64_t m
   std::pair<Buffer, uint64_t> out;
   {
     MaybeNoGil nogil(in.size);
-    out = inflate_all(in.data, in.size, w, max_size);
+    // The fast whole-buffer inflate, or, when it cannot succeed cleanly, the
+    // zlib-ng path that reports the exact error.
+    if (!inflate_whole(in.data, in.size, w, max_size, &out.first, &out.second))
+      out = inflate_all(in.data, in.size, w, max_size);
   }
   return py::bytes(reinterpret_cast<const char*>(out.first.get()), size_t(out.second));
 }
@@ -292,7 +305,7 @@ DType source_dtype(Convert c, DType written) {
 
 // records: [(name, C-contiguous native array, dtype as written, conversion)];
 // level < 0: uncompressed.
-py::bytes encode(py::list records, int level, Wrapper wrapper, bool saturate) {
+py::bytes encode(py::list records, int level, Wrapper wrapper, bool saturate, unsigned threads) {
   std::vector<WriteRecord> recs;
   recs.reserve(records.size());
   std::vector<py::array> keep;
@@ -313,16 +326,17 @@ py::bytes encode(py::list records, int level, Wrapper wrapper, bool saturate) {
   }
   uint64_t size = validate(recs);
   if (level >= 0) {
-    std::vector<uint8_t> out;
+    py::bytes out;
     {
-      // One call over the whole blob, exactly as compress() does, so that
+      // The blob is encoded whole, then deflated in one call, so that
       // dumps(compress=L) == compress(dumps(...), L) byte for byte.
       MaybeNoGil nogil(size);
-      std::vector<uint8_t> blob(size);
-      encode_to(recs, blob.data(), size, saturate);
-      out = deflate_all(blob.data(), blob.size(), level, wrapper);
+      Buffer blob(buffer_alloc(size));
+      encode_to(recs, blob.get(), size, saturate);
+      deflate_into(blob.get(), size, level, wrapper, threads,
+                   [&](size_t total) { return new_bytes(&out, total); });
     }
-    return to_bytes(out);
+    return out;
   }
   PyObject* raw = PyBytes_FromStringAndSize(nullptr, py::ssize_t(size));
   if (raw == nullptr) throw py::error_already_set();
@@ -617,6 +631,13 @@ py::dict build_info() {
   d["simd_note"] = simd_note();
   d["zlib_ng"] = zlib_ng_version();
   d["zlib_ng_origin"] = zlib_ng_origin();
+  d["deflate_engine"] = deflate_engine(6);
+  d["isal"] = isal_version();
+  d["isal_origin"] = isal_origin();
+  d["inflate_engine"] = *inflate_engine() ? inflate_engine() : "zlib-ng";
+  d["libdeflate"] = libdeflate_version();
+  d["libdeflate_origin"] = libdeflate_origin();
+  d["deflate_block"] = kDeflateBlock;
   d["huge_pages"] = huge_pages_name(huge_pages());
   PoolStats pool = buffer_pool_stats();
   d["pool_idle_bytes"] = pool.idle_bytes;
@@ -696,8 +717,9 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("wrapper", &PyDecoder::wrapper)
       .def_property_readonly("state", &PyDecoder::state);
   m.def("encode", &encode, py::arg("records"), py::arg("level"), py::arg("wrapper"),
-        py::arg("saturate"));
-  m.def("compress", &compress, py::arg("data"), py::arg("level"), py::arg("wrapper"));
+        py::arg("saturate"), py::arg("threads") = 1);
+  m.def("compress", &compress, py::arg("data"), py::arg("level"), py::arg("wrapper"),
+        py::arg("threads") = 1);
   m.def("decompress", &decompress, py::arg("data"), py::arg("wrapper"), py::arg("max_size"));
 
   using K = Kernels;

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "core/decode.hpp"
 #include "core/kernels.hpp"
 #include "core/stream_decoder.hpp"
 
@@ -274,6 +275,7 @@ struct Aggregator::Prepared {
   };
   std::vector<Part> parts;
   std::vector<CollectedRecord> keep;  // owned payload buffers
+  Buffer whole;                       // a compressed upload inflated at once
   double weight = 1;
   double scale = 1;  // weight * clipping factor
   AddResult result;
@@ -399,14 +401,34 @@ void Aggregator::prepare_blob(const uint8_t* data, size_t n, double weight, cons
   // Uncompressed input is bounded by itself; a compressed one by what a valid
   // update of this template can be.
   o.read.max_size = w == Wrapper::none ? UINT64_MAX : std::min(opts.read.max_size, blob_cap_);
+  // A compressed upload inflated whole is parsed where it lies, as an
+  // uncompressed one is; on any error the streaming path reports it exactly.
+  uint64_t size = 0;
+  if (Buffer whole = inflate_blob(data, n, w, o.read.max_size, &size)) {
+    try {
+      parse_blob(whole.get(), size_t(size), o, out);
+      out.whole = std::move(whole);
+      validate(out, o);
+      return;
+    } catch (const Error&) {
+      out = Prepared();
+      out.weight = weight;
+    }
+  }
+  parse_blob(data, n, o, out);
+  validate(out, o);
+}
+
+void Aggregator::parse_blob(const uint8_t* data, size_t n, const AddOptions& o,
+                            Prepared& out) const {
   // Compressed and byte-swapped payloads land in owned buffers in host order;
   // plain little-endian ones are read where they lie.
-  MatchingSink sink(*this, o, w != Wrapper::none || o.read.byteorder != ByteOrder::little, out);
+  const bool plain = detect_wrapper(data, std::min<size_t>(n, 4)) == Wrapper::none;
+  MatchingSink sink(*this, o, !plain || o.read.byteorder != ByteOrder::little, out);
   StreamDecoder dec(o.read, &sink);
   dec.feed(data, n, /*borrow=*/true);
   dec.finish();
   sink.finish();
-  validate(out, o);
 }
 
 void Aggregator::prepare_arrays(const std::vector<UpdateArray>& arrays, double weight,

@@ -193,6 +193,7 @@ class Aggregator {
                uint64_t offset, int64_t record) const;
   void prepare_blob(const uint8_t* data, size_t n, double weight, const AddOptions& opts,
                     Prepared& out) const;
+  void parse_blob(const uint8_t* data, size_t n, const AddOptions& o, Prepared& out) const;
   void prepare_arrays(const std::vector<UpdateArray>& arrays, double weight,
                       const AddOptions& opts, Prepared& out) const;
   void validate(Prepared& p, const AddOptions& opts) const;

@@ -2,7 +2,7 @@
 
 #include <sys/mman.h>
 
-#include <atomic>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -23,7 +23,8 @@ constexpr uint64_t kDefaultPoolBytes = uint64_t(1) << 30;
 
 struct Header {
   uint64_t capacity;
-  uint64_t mapped;  // bytes of the mapping, or 0 when from aligned_alloc
+  uint64_t mapped;    // bytes of the mapping, or 0 when from aligned_alloc
+  uint64_t reserved;  // 1: a buffer_reserve region (address space, never pooled)
 };
 
 Header* header_of(const uint8_t* data) {
@@ -148,7 +149,7 @@ uint8_t* make(uint64_t n, bool* fresh) {
       *fresh = false;
       return reused;
     }
-    Header h;
+    Header h{};
     h.mapped = round_up(n + kHeader, n + kHeader >= kHuge ? kHuge : kPage);
     void* p = map_region(h.mapped);
     if (p == nullptr) {
@@ -160,7 +161,7 @@ uint8_t* make(uint64_t n, bool* fresh) {
     std::memcpy(p, &h, sizeof h);
     return static_cast<uint8_t*>(p) + kHeader;
   }
-  Header h;
+  Header h{};
   h.mapped = 0;
   auto* base = static_cast<uint8_t*>(std::aligned_alloc(64, round_up(n + kHeader, 64)));
   if (base == nullptr) throw std::bad_alloc();
@@ -208,6 +209,42 @@ uint8_t* buffer_grow(uint8_t* data, uint64_t n) {
   return fresh;
 }
 
+uint8_t* buffer_reserve(uint64_t n) noexcept {
+  if (n < kMapAbove) {
+    try {
+      bool fresh;
+      return make(n, &fresh);
+    } catch (const std::bad_alloc&) {
+      return nullptr;
+    }
+  }
+  if (n > UINT64_MAX - kHeader - kPage) return nullptr;
+  uint64_t bytes = (n + kHeader + kPage - 1) / kPage * kPage;
+  if (bytes > uint64_t(SIZE_MAX)) return nullptr;
+  void* p = mmap(nullptr, size_t(bytes), PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (p == MAP_FAILED) return nullptr;
+#ifdef MADV_HUGEPAGE
+  // Whole-buffer inflate writes it front to back: 2 MiB pages fault 512x less.
+  if (bytes >= (uint64_t(4) << 20)) madvise(p, size_t(bytes), MADV_HUGEPAGE);
+#endif
+  Header h{bytes - kHeader, bytes, 1};
+  std::memcpy(p, &h, sizeof h);
+  return static_cast<uint8_t*>(p) + kHeader;
+}
+
+void buffer_trim(uint8_t* data, uint64_t n) noexcept {
+  Header* h = header_of(data);
+  if (!h->mapped) return;
+  uint64_t keep = (n + kHeader + kPage - 1) / kPage * kPage;
+  if (keep < h->mapped) {
+    munmap(reinterpret_cast<uint8_t*>(h) + keep, size_t(h->mapped - keep));
+    h->mapped = keep;
+    h->capacity = keep - kHeader;
+  }
+  h->reserved = 0;  // trimmed to what it holds: an ordinary buffer the pool may keep
+}
+
 void buffer_free(void* data) noexcept {
   if (data == nullptr) return;
   auto* d = static_cast<uint8_t*>(data);
@@ -218,7 +255,8 @@ void buffer_free(void* data) noexcept {
   }
   bool kept = false;
   try {
-    kept = pool().give(d);
+    // A reservation may span far more address space than it touched: never keep it.
+    kept = !h->reserved && pool().give(d);
   } catch (...) {  // a full pool's bookkeeping cannot grow: unmap instead
     kept = false;
   }

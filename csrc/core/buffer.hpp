@@ -20,6 +20,13 @@ uint8_t* buffer_alloc_zeroed(uint64_t n);          // the same, its first n byte
 uint8_t* buffer_grow(uint8_t* data, uint64_t n);   // keeps the contents; may move; throws
 uint64_t buffer_capacity(const uint8_t* data) noexcept;
 void buffer_free(void* data) noexcept;             // null is fine
+// Address space for up to n bytes, not memory: a mapping with MAP_NORESERVE
+// whose pages cost only once touched (whole-buffer inflate writes into it).
+// Null when the system refuses the reservation.
+uint8_t* buffer_reserve(uint64_t n) noexcept;
+// Shrinks a buffer to n bytes (<= its capacity), returning the pages past
+// them to the OS; keeps the contents and the address.
+void buffer_trim(uint8_t* data, uint64_t n) noexcept;
 
 // Unmaps every buffer the pool keeps; returns the bytes returned to the OS.
 uint64_t buffer_release_pool() noexcept;

@@ -1,15 +1,37 @@
 #include "core/decode.hpp"
 
 #include <algorithm>
+#include <cstring>
 #include <utility>
 
 namespace ptth {
+
+Buffer inflate_blob(const uint8_t* p, size_t n, Wrapper w, uint64_t max_size, uint64_t* size) {
+  Buffer whole;
+  if (w == Wrapper::none || !inflate_blob_whole(p, n, w, max_size, &whole, size)) return Buffer();
+  if (*size < 4 || std::memcmp(whole.get(), kMagic, 4) != 0) return Buffer();
+  return whole;
+}
 
 Decoded decode(const uint8_t* p, size_t n, const ReadOptions& opts, bool copy) {
   Decoded out;
   out.wrapper = detect_wrapper(p, std::min<size_t>(n, 4));
   ReadOptions o = opts;
   if (out.wrapper == Wrapper::none) o.max_size = UINT64_MAX;  // bounded by the input
+  uint64_t size = 0;
+  if (Buffer whole = inflate_blob(p, n, out.wrapper, opts.max_size, &size)) {
+    try {
+      // Owned, aligned copies out of the inflated blob (the arrays promise alignment).
+      CollectingSink sink(true);
+      StreamDecoder dec(o, &sink);
+      dec.feed(whole.get(), size_t(size), /*borrow=*/true);
+      dec.finish();
+      out.records = std::move(sink.records());
+      return out;
+    } catch (const Error&) {
+      // the streaming path below reports it exactly
+    }
+  }
   CollectingSink sink(copy || out.wrapper != Wrapper::none);
   StreamDecoder dec(o, &sink);
   dec.feed(p, n, /*borrow=*/true);

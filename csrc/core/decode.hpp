@@ -31,6 +31,13 @@ struct Decoded {
 
 Decoded decode(const uint8_t* p, size_t n, const ReadOptions& opts, bool copy);
 
+// A compressed blob held whole in memory, inflated at once by the fastest
+// inflater (inflate_blob_whole) when it succeeds cleanly and yields a blob
+// that starts with the magic; null otherwise. The caller parses it in place
+// and, on any error at all, reruns the streaming path, so every error keeps
+// its reason and its place in the check order.
+Buffer inflate_blob(const uint8_t* p, size_t n, Wrapper w, uint64_t max_size, uint64_t* size);
+
 class Decoder {
  public:
   enum class State : uint8_t { open, closed, failed };

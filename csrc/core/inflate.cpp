@@ -129,3 +129,153 @@ std::pair<Buffer, uint64_t> inflate_all(const uint8_t* p, size_t n, Wrapper w, u
 }
 
 }  // namespace ptth
+
+// ---- inflate_whole -----------------------------------------------------------
+
+#ifdef PTTH_HAVE_LIBDEFLATE
+#include <libdeflate.h>
+#endif
+
+
+namespace ptth {
+
+namespace {
+
+#ifdef PTTH_HAVE_LIBDEFLATE
+struct FreeDecompressor {
+  void operator()(libdeflate_decompressor* d) const noexcept { libdeflate_free_decompressor(d); }
+};
+
+// One decompressor per thread: allocating one costs more than a small inflate.
+libdeflate_decompressor* thread_decompressor() {
+  thread_local std::unique_ptr<libdeflate_decompressor, FreeDecompressor> d;
+  if (!d) {
+    d.reset(libdeflate_alloc_decompressor());
+    if (!d) throw std::bad_alloc();
+  }
+  return d.get();
+}
+#endif
+
+// Headers on which zlib-ng and libdeflate would disagree go the streaming way:
+// a zlib window below 32 KiB (zlib-ng enforces it, libdeflate does not) and a
+// gzip header CRC (zlib-ng checks it, libdeflate skips it).
+bool header_suits_whole(const uint8_t* p, size_t n, Wrapper w) {
+  if (w == Wrapper::zlib) return n >= 2 && (p[0] >> 4) == 7;
+  if (w == Wrapper::gzip) return n >= 4 && (p[3] & 0x02) == 0;
+  return true;
+}
+
+}  // namespace
+
+const char* inflate_engine() noexcept {
+#ifdef PTTH_HAVE_LIBDEFLATE
+  return "libdeflate";
+#else
+  return "";
+#endif
+}
+
+const char* libdeflate_version() noexcept {
+#ifdef PTTH_HAVE_LIBDEFLATE
+  return LIBDEFLATE_VERSION_STRING;
+#else
+  return "";
+#endif
+}
+
+const char* libdeflate_origin() noexcept { return PTTH_LIBDEFLATE_ORIGIN; }
+
+namespace {
+
+// Keeps nothing: the bomb check only asks whether a prefix breaks a rule.
+class DiscardSink : public RecordSink {
+ public:
+  uint8_t* payload_space(const RecordInfo&, uint64_t, size_t* room) override {
+    *room = sizeof scratch_;  // only for a payload cut by the prefix's end: never kept
+    return scratch_;
+  }
+  void on_record(const RecordInfo&, const uint8_t*) override {}
+
+ private:
+  uint8_t scratch_[4096];
+};
+
+// Whether the blob prefix [p, p+n) may still grow into a blob of at most
+// max_size bytes: false when the reader rejects it (a bomb's record that
+// claims more than max_size fails here at once).
+bool prefix_may_fit(const uint8_t* p, size_t n, uint64_t max_size) {
+  ReadOptions opts;
+  opts.max_size = max_size;
+  DiscardSink sink;
+  Reader reader(opts, &sink);
+  try {
+    reader.feed(p, n, /*borrow=*/true);
+  } catch (const Error& e) {
+    return e.reason() == Reason::truncated && e.offset() == n;  // cut by the prefix's end
+  }
+  return true;
+}
+
+#ifdef PTTH_HAVE_LIBDEFLATE
+libdeflate_result libdeflate_run(Wrapper w, const uint8_t* p, size_t n, uint8_t* out, size_t room,
+                                 size_t* in_used, size_t* produced) {
+  libdeflate_decompressor* d = thread_decompressor();
+  switch (w) {
+    case Wrapper::zlib:
+      return libdeflate_zlib_decompress_ex(d, p, n, out, room, in_used, produced);
+    case Wrapper::gzip:
+      return libdeflate_gzip_decompress_ex(d, p, n, out, room, in_used, produced);
+    default:
+      return libdeflate_deflate_decompress_ex(d, p, n, out, room, in_used, produced);
+  }
+}
+#endif
+
+bool whole(const uint8_t* p, size_t n, Wrapper w, uint64_t max_size, bool blob, Buffer* out,
+           uint64_t* out_size) {
+#ifdef PTTH_HAVE_LIBDEFLATE
+  if (w == Wrapper::none || !header_suits_whole(p, n, w)) return false;
+  // DEFLATE expands at most 1032:1 (a 258-byte match in 2 bits), so the input
+  // bounds the output as well as max_size does.
+  const uint64_t most = std::min(max_size, uint64_t(n) * 1032 + 1024);
+  if (most > uint64_t(SIZE_MAX) / 2) return false;
+  Buffer buf(buffer_reserve(most));
+  if (!buf) return false;
+  // libdeflate cannot resume, so a stream that outgrows the room is decoded
+  // again in 8x the room: at most 8/7 of the work, and a blob prefix is
+  // checked in between, so a bomb stops at its first oversized record.
+  uint64_t room = std::min(most, uint64_t(n) * 8 + (uint64_t(64) << 10));
+  while (true) {
+    size_t in_used = 0, produced = 0;
+    libdeflate_result r = libdeflate_run(w, p, n, buf.get(), size_t(room), &in_used, &produced);
+    if (r == LIBDEFLATE_SUCCESS) {
+      if (in_used != n) return false;  // trailing bytes
+      buffer_trim(buf.get(), produced);
+      *out = std::move(buf);
+      *out_size = produced;
+      return true;
+    }
+    if (r != LIBDEFLATE_INSUFFICIENT_SPACE || room == most) return false;
+    if (blob && !prefix_may_fit(buf.get(), size_t(room), max_size)) return false;
+    room = std::min(most, room * 8);
+  }
+#else
+  (void)p, (void)n, (void)w, (void)max_size, (void)blob, (void)out, (void)out_size;
+  return false;
+#endif
+}
+
+}  // namespace
+
+bool inflate_whole(const uint8_t* p, size_t n, Wrapper w, uint64_t max_size, Buffer* out,
+                   uint64_t* out_size) {
+  return whole(p, n, w, max_size, false, out, out_size);
+}
+
+bool inflate_blob_whole(const uint8_t* p, size_t n, Wrapper w, uint64_t max_size, Buffer* out,
+                        uint64_t* out_size) {
+  return whole(p, n, w, max_size, true, out, out_size);
+}
+
+}  // namespace ptth

@@ -54,4 +54,36 @@ class Inflater {
 // and its size. The buffer grows by doubling without being zero-filled first.
 std::pair<Buffer, uint64_t> inflate_all(const uint8_t* p, size_t n, Wrapper w, uint64_t max_size);
 
+// Whole-buffer inflate of a stream that is entirely in memory, with the
+// fastest inflater built in (libdeflate). On success *out holds the *out_size
+// decompressed bytes (64-byte aligned, trimmed to them) and the whole input
+// was one valid stream of wrapper w with a matching checksum and nothing
+// after it, decompressing to at most max_size bytes. It returns false, with
+// *out untouched, whenever it cannot succeed cleanly: corrupt data, checksum,
+// truncation, trailing bytes, more than max_size, a header the streaming path
+// treats differently (zlib window < 32 KiB, gzip FHCRC), no libdeflate in this
+// build, or no address space for the output. The caller then runs the zlib-ng
+// streaming path, which reports the exact error in its place in the check
+// order. The output is reserved up to min(max_size, the most n bytes of
+// DEFLATE can give) as address space only: pages cost once written, and
+// never more than max_size of them.
+// Never throws Error (std::bad_alloc only).
+bool inflate_whole(const uint8_t* p, size_t n, Wrapper w, uint64_t max_size, Buffer* out,
+                   uint64_t* out_size);
+
+// inflate_whole for a PTTH blob (loads, Aggregator.add of bytes). When the
+// output outgrows the room tried so far (8x the input, then 8x more each
+// time), the reader checks the prefix first: a bomb whose records claim more
+// than max_size returns false at once, and the streaming path then fails it
+// with too_large before inflating further. Returns false whenever
+// inflate_whole would, or when that prefix breaks a rule.
+bool inflate_blob_whole(const uint8_t* p, size_t n, Wrapper w, uint64_t max_size, Buffer* out,
+                        uint64_t* out_size);
+
+// The whole-buffer inflater in this build: "libdeflate" or "" (none: the
+// streaming path does everything), its version and where it came from.
+const char* inflate_engine() noexcept;
+const char* libdeflate_version() noexcept;
+const char* libdeflate_origin() noexcept;
+
 }  // namespace ptth

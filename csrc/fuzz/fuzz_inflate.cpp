@@ -9,8 +9,14 @@
 // decoder agrees with inflate_all followed by a parse of its output: the same
 // records and error when the stream is sound, the same stream error (reason
 // and offset) when it is not, unless a PTTH rule broke earlier in the output.
+// The whole-buffer path (inflate_whole, inflate_blob_whole: libdeflate) must
+// agree with it: when it succeeds, inflate_all succeeds with the same bytes
+// (or, for the encodings libdeflate alone accepts, fails with stream_corrupt:
+// docs/compression.md "A known difference"), never past max_size; when it declines,
+// the caller's streaming path is the answer by construction.
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "fuzz/fuzz_common.hpp"
@@ -24,7 +30,7 @@ constexpr uint64_t kMaxSizes[16] = {0,   1,   3,    4,    11,   12,    13,    40
 
 struct Inflated {
   bool ok = false;
-  Reason reason = Reason::bad_argument;
+  Reason reason = Reason::closed;  // overwritten by the error, if any
   uint64_t offset = 0;
   std::vector<uint8_t> out;
 };
@@ -58,6 +64,30 @@ void check_inflated(const Inflated& r, uint64_t max_size, const char* what) {
                reason_name(r.reason), (unsigned long long)r.offset, (unsigned long long)max_size);
 }
 
+void check_whole(const uint8_t* p, size_t n, Wrapper w, uint64_t max_size, const Inflated& all) {
+  for (bool blob : {false, true}) {
+    const char* what = blob ? "inflate_blob_whole" : "inflate_whole";
+    Buffer out;
+    uint64_t size = 0;
+    bool ok = blob ? inflate_blob_whole(p, n, w, max_size, &out, &size)
+                   : inflate_whole(p, n, w, max_size, &out, &size);
+    if (!ok) {
+      FUZZ_CHECK(!out, "%s declined but left a buffer", what);
+      continue;
+    }
+    FUZZ_CHECK(size <= max_size, "%s: %llu bytes out, max_size %llu", what,
+               (unsigned long long)size, (unsigned long long)max_size);
+    // The patched libdeflate is as strict as zlib-ng: no stream it accepts is refused by
+    // the streaming path, and both give the same bytes.
+    FUZZ_CHECK(all.ok, "%s succeeded where inflate_all fails with %s at %llu", what,
+               reason_name(all.reason), (unsigned long long)all.offset);
+    FUZZ_CHECK(size == all.out.size() && (size == 0 || std::memcmp(out.get(), all.out.data(),
+                                                                   size_t(size)) == 0),
+               "%s: %llu bytes differ from inflate_all's %zu", what, (unsigned long long)size,
+               all.out.size());
+  }
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
@@ -73,7 +103,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* input, size_t size) {
   const uint64_t max_size = kMaxSizes[control >> 4];
   ReadOptions opts;
   opts.max_size = max_size;
-  opts.relabel_float32 = control & 4;
+  opts.relabel = (control & 4) ? Relabel::on : Relabel::off;
   opts.byteorder = (control & 8) ? ByteOrder::automatic : ByteOrder::little;
 
   // Everything the core allocates must follow from max_size, not from the
@@ -94,6 +124,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* input, size_t size) {
 
   Inflated all = run_inflate_all(data, n, detected, max_size);
   check_inflated(all, max_size, "decompress(auto)");
+  check_whole(data, n, detected, max_size, all);
   if (detected == Wrapper::none) {
     if (dec.ok) FUZZ_CHECK(all.ok && all.out.size() == n, "decompress of a plain blob");
     return 0;

@@ -182,6 +182,23 @@ def stream_inputs(data: bytes) -> dict[str, bytes]:
     }
 
 
+def sync_flushed(data: bytes) -> bytes:
+    """zlib stream of 3 pieces, each ended by a sync flush, as ptth's blocks are joined."""
+    c = zlib.compressobj(6, zlib.DEFLATED, 15)
+    step = max(1, len(data) // 3)
+    parts = [
+        c.compress(data[i : i + step]) + c.flush(zlib.Z_SYNC_FLUSH)
+        for i in range(0, len(data), step)
+    ]
+    return b"".join(parts) + c.flush()
+
+
+def with_fhcrc(g: bytes) -> bytes:
+    """A gzip member with FHCRC set and the header's CRC-16 in place."""
+    head = bytes([g[0], g[1], g[2], g[3] | 2]) + g[4:10]
+    return head + (zlib.crc32(head) & 0xFFFF).to_bytes(2, "little") + g[10:]
+
+
 def inflate_inputs(data: bytes) -> dict[str, bytes]:
     """CONTROL || DATA (fuzz_inflate.cpp): max_size index in the high nibble."""
     return {
@@ -235,6 +252,11 @@ def main(argv: list[str]) -> int:
             "gzip-two-members": g + g,
             "zlib-trailing": z + b"\0",
             "zlib-preset-dict": b"\x78\xbb" + z[2:],
+            # the whole-buffer path: a pigz-like layout (blocks joined by sync flushes),
+            # and headers it leaves to zlib-ng (a 512-byte window, a gzip header CRC)
+            "zlib-sync-flushed": sync_flushed(plain["mixed"]),
+            "zlib-window-512": deflate(plain["mixed"], 9, 6),
+            "gzip-fhcrc": with_fhcrc(g),
             # a small deflate bomb: 1 MiB of zeros claimed by a header in front of it
             "bomb": deflate(blob(record("z", [1 << 18], F32, payload=b"\0" * (1 << 20))), 15, 9),
         }

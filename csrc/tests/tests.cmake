@@ -43,3 +43,4 @@ endif()
 
 ptth_add_cpp_test(test_reader test_reader.cpp)
 ptth_add_cpp_test(test_fuzz_regressions test_fuzz_regressions.cpp)
+ptth_add_cpp_test(test_compression test_compression.cpp)

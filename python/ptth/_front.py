@@ -166,6 +166,14 @@ def _level(value: object, name: str) -> int:
     return _integer(value, name, 0, 9)
 
 
+#: the most threads compress/dumps take (0 means one per core)
+_MAX_THREADS = 1 << 16
+
+
+def _threads(value: object) -> int:
+    return _integer(value, "threads", 0, _MAX_THREADS)
+
+
 # ---- buffers, arrays, sources ---------------------------------------------------------
 
 
@@ -583,6 +591,7 @@ def dumps(
     compress: int | None = None,
     wrapper: str | None = None,
     saturate: bool = False,
+    threads: int = 1,
 ) -> bytes:
     """Encode a mapping of names to arrays as one PTTH blob.
 
@@ -597,6 +606,8 @@ def dumps(
             that silently stayed uncompressed would be a surprise.
         saturate: when narrowing overflows (e.g. 1e6 to float16), write the
             largest finite value of the sign instead of raising.
+        threads: cores that deflate at once (``0``: all); the bytes do not
+            depend on it.
 
     Raises:
         PTTHError: a tensor has no PTTH dtype (``unsupported_dtype``), cannot
@@ -617,7 +628,7 @@ def dumps(
     else:
         level = _level(compress, "compress")
         wrapped = _wrapper("zlib" if wrapper is None else wrapper)
-    return _engine.encode(records, level, wrapped, _flag(saturate, "saturate"))
+    return _engine.encode(records, level, wrapped, _flag(saturate, "saturate"), _threads(threads))
 
 
 def dump(
@@ -628,6 +639,7 @@ def dump(
     compress: int | None = None,
     wrapper: str | None = None,
     saturate: bool = False,
+    threads: int = 1,
 ) -> None:
     """Encode ``tensors`` (as :func:`dumps` does) into a path or a writable binary file.
 
@@ -638,7 +650,9 @@ def dump(
     Example:
         >>> ptth.dump({"w": np.zeros(3, np.float32)}, "update.ptth", compress=6)  # doctest: +SKIP
     """
-    blob = dumps(tensors, dtype=dtype, compress=compress, wrapper=wrapper, saturate=saturate)
+    blob = dumps(
+        tensors, dtype=dtype, compress=compress, wrapper=wrapper, saturate=saturate, threads=threads
+    )
     if isinstance(target, (str, bytes, os.PathLike)):
         with open(target, "wb") as f:
             f.write(blob)
@@ -652,14 +666,22 @@ def dump(
     target.write(blob)
 
 
-def compress(data: Buffer, level: int = 6, wrapper: str = "zlib") -> bytes:
+def compress(data: Buffer, level: int = 6, wrapper: str = "zlib", threads: int = 1) -> bytes:
     """Compress bytes into one standard zlib, gzip or raw DEFLATE stream.
+
+    The stream is written in 1 MiB blocks (pigz's layout: each primed with the
+    previous 32 KiB, joined by sync flushes, one checksum), so ``threads``
+    cores can deflate at once and the bytes do not depend on how many did.
+    Any zlib, gzip or DEFLATE decoder reads it. Levels 1..9 keep at least
+    zlib-ng level 6's ratio on float payloads (docs/compression.md says
+    which engine runs each level; that is not part of the contract).
 
     Args:
         data: any bytes-like object.
         level: 0 (stored) .. 9.
         wrapper: ``"zlib"``, ``"gzip"`` or ``"deflate"`` (raw, as Apple's
             Compression framework writes it).
+        threads: cores to use (``0``: all of them).
 
     Raises:
         TypeError, ValueError: an argument has the wrong type or value.
@@ -669,7 +691,7 @@ def compress(data: Buffer, level: int = 6, wrapper: str = "zlib") -> bytes:
         True
     """
     view = _bytes(data)
-    return _engine.compress(view, _level(level, "level"), _wrapper(wrapper))
+    return _engine.compress(view, _level(level, "level"), _wrapper(wrapper), _threads(threads))
 
 
 def decompress(data: Buffer, *, wrapper: str = "auto", max_size: int | None = None) -> bytes:

@@ -15,6 +15,7 @@ from zlib_ng import zlib_ng
 from ..errors import REASONS
 from .aggregator import AddOptions, AggregatorCore, Hold
 from .decode import Decoder, decode
+from .deflate import BLOCK
 from .deflate import compress as _compress
 from .format import (
     DEFAULT_MAX_SIZE,
@@ -83,13 +84,19 @@ __all__ = [
 ]
 
 
+def _isal_version() -> str:
+    from isal import isal_zlib
+
+    return str(getattr(isal_zlib, "ISAL_VERSION", ""))
+
+
 def reasons() -> list[tuple[str, str]]:
     """(name, description) of every PTTHError reason."""
     return list(REASONS.items())
 
 
 def build_info() -> dict:
-    """What this engine runs on: no compiled core, no SIMD tier."""
+    """What this engine runs on: no compiled core, no SIMD tier; the Python codecs."""
     return {
         "compiler": None,
         "simd": None,
@@ -97,6 +104,14 @@ def build_info() -> dict:
         "simd_note": "",
         "zlib_ng": zlib_ng.ZLIBNG_VERSION,
         "zlib_ng_origin": "python zlib_ng module",
+        "huge_pages": None,
+        "pool_idle_bytes": 0,
+        "pool_cap_bytes": 0,
+        "deflate_engine": "isal",
+        "isal": _isal_version(),
+        "isal_origin": "python isal module",
+        "inflate_engine": "zlib-ng",
+        "deflate_block": BLOCK,
         "numpy": np.__version__,
         "python": platform.python_version(),
     }
@@ -116,8 +131,8 @@ def detect_wrapper(data) -> Wrapper:
     return _detect(memoryview(data)[:4])
 
 
-def compress(data, level: int, wrapper) -> bytes:
-    return _compress(memoryview(data), int(level), Wrapper(wrapper).name)
+def compress(data, level: int, wrapper, threads: int = 1) -> bytes:
+    return _compress(memoryview(data), int(level), Wrapper(wrapper).name, int(threads))
 
 
 def decompress(data, wrapper, max_size: int) -> bytes:

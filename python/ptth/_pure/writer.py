@@ -50,7 +50,7 @@ def _payload(
     return out
 
 
-def encode(records, level: int, wrapper, saturate: bool) -> bytes:
+def encode(records, level: int, wrapper, saturate: bool, threads: int = 1) -> bytes:
     """records: [(name, C-contiguous native array, DType written, Convert)]; level < 0: none."""
     if len(records) > U32_MAX:
         raise PTTHError("not_representable", "more than 2**32-1 records")
@@ -78,5 +78,5 @@ def encode(records, level: int, wrapper, saturate: bool) -> bytes:
         pieces.append(np.asarray(payload, dtype=NUMPY[written].newbyteorder("<"), order="C"))
     blob = b"".join(pieces)
     if level >= 0:
-        blob = deflate_compress(blob, level, wrapper.name)
+        blob = deflate_compress(memoryview(blob), level, wrapper.name, threads)
     return blob
