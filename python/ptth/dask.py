@@ -638,7 +638,7 @@ def dask_rows(quick: bool) -> list[dict[str, Any]]:
                     n_workers=workers,
                     threads_per_worker=1,
                     processes=True,
-                    dashboard_address=None,
+                    dashboard_address=":0",
                 ) as cluster,
                 distributed.Client(cluster) as client,
             ):
