@@ -10,6 +10,7 @@ same partitions for the bit-for-bit checks of the fixed merge orders.
 from __future__ import annotations
 
 import os
+import pickle
 import signal
 import threading
 import time
@@ -276,6 +277,31 @@ def test_every_upload_rejected_gives_an_empty_round(client, round_files):
     assert empty.count == 0 and empty.partitions == [] and empty.rejected == []
 
 
+def test_the_result_pickles_as_a_plain_aggregator(client, round_files):
+    template, _, _, weights, paths = round_files
+    agg = pdask.aggregate(paths, template, weights=weights, client=client)
+    back = pickle.loads(pickle.dumps(agg, protocol=5))
+    assert type(back) is ptth.Aggregator
+    assert bits(back) == bits(agg)
+
+
+def test_partials_travel_as_out_of_band_buffers(round_files):
+    """What a merge ships: a small pickle plus the accumulators as separate frames."""
+    from distributed.protocol import serialize
+
+    template, blobs = round_files[:2]
+    agg = ptth.Aggregator(template)
+    agg.add_many(blobs, None)
+    part = agg.partial()
+    header, frames = serialize(part)
+    sizes = [memoryview(f).nbytes for f in frames]
+    assert header["serializer"] == "pickle"
+    assert sum(sizes[1:]) == part.nbytes  # one frame per accumulator, never copied into...
+    assert sizes[0] < 4096  # ...the pickle, which holds names, shapes, weight sums, counts
+    # the template is not in it
+    assert part.nbytes == 8 * sum(v.size for v in template.values())
+
+
 # ---- where the work runs -------------------------------------------------------------------------
 
 
@@ -363,9 +389,14 @@ def test_bad_arguments_fail_before_any_work(client, round_files, kw, exc, text):
 
 
 def test_bad_updates_argument(client, round_files):
-    template = round_files[0]
+    template, blobs = round_files[:2]
     with pytest.raises(TypeError, match="updates"):
         pdask.aggregate(b"a single blob", template, client=client)
+    with pytest.raises(TypeError, match=r"updates\[1\]"):
+        pdask.aggregate([blobs[0], 42], template, client=client)
+    # a malformed bag element is the caller's bug, not a bad upload: the round fails
+    with pytest.raises(ValueError, match="update, weight"):
+        pdask.aggregate(db.from_sequence([(blobs[0], 1.0, 2)]), template, client=client)
     with pytest.raises(ValueError, match="bag"):
         pdask.aggregate(db.from_sequence([b"x"]), template, weights=[1.0], client=client)
     with pytest.raises(TypeError, match="template"):
@@ -436,8 +467,8 @@ def test_a_worker_killed_mid_round(client, tmp_path):
     """os.kill(SIGKILL) of a worker while it folds: Dask runs its lost partitions again on
     the survivor and the nanny's replacement; no upload is counted twice."""
     rng = np.random.default_rng(11)
-    template = make_template(rng, {"w": ((400, 1000), np.float32), "b": ((1000,), np.float32)})
-    blobs, deltas, weights = make_round(rng, template, 48)
+    template = make_template(rng, {"w": ((600, 1000), np.float32), "b": ((1000,), np.float32)})
+    blobs, deltas, weights = make_round(rng, template, 40)
     paths = write(tmp_path, blobs)
     before = worker_pids(client)
     victim = sorted(before)[0]
@@ -486,3 +517,28 @@ def test_a_worker_killed_mid_round(client, tmp_path):
         ref.merge(p)
     assert bits(agg) == bits(ref)
     assert_close(agg.mean(dtype="float64"), numpy_fedavg(template, deltas, weights))
+
+
+def test_workers_on_the_pure_engine_give_the_same_bits(round_files):
+    """Workers started with PTTH_BACKEND=python (NumPy engine) against this process's native
+    engine: the partial states are engine-neutral and the sums identical."""
+    template, blobs, _, weights, paths = round_files
+    with (
+        distributed.LocalCluster(
+            n_workers=1,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=":0",
+            env={"PTTH_BACKEND": "python"},
+        ) as cluster,
+        distributed.Client(cluster, set_as_default=False) as c,
+    ):
+        assert set(c.run(lambda: ptth.backend).values()) == {"python"}
+        agg = pdask.aggregate(
+            paths, template, weights=weights, client=c, order="partition", partition_size=6
+        )
+    ref = ptth.Aggregator(template)
+    for p in reference_partials(template, blobs, weights, agg.partitions):
+        ref.merge(p)
+    assert ptth.backend == "native"
+    assert bits(agg) == bits(ref)

@@ -243,9 +243,11 @@ def _fold_list(
 
 def _bag_items(elements: Iterable[Any]) -> Iterator[tuple[int, str | None, Any, float]]:
     for pos, element in enumerate(elements):
-        update, weight = element if isinstance(element, tuple) else (element, 1.0)
         if isinstance(element, tuple) and len(element) != 2:
-            raise ValueError(f"a bag element tuple must be (update, weight), not {len(element)}")
+            raise ValueError(
+                f"a bag element tuple must be (update, weight), not {len(element)} items"
+            )
+        update, weight = element if isinstance(element, tuple) else (element, 1.0)
         yield pos, (os.fspath(update) if _is_path(update) else None), update, weight
 
 
@@ -367,8 +369,8 @@ def aggregate(
         accumulate: ``"float64"`` (default) or ``"float32"``.
         order: how partials are merged, which fixes the floating-point order of the sum:
             - ``"completion"`` (default): in pairs as they complete; fastest,
-              but the order of the additions depends on timing (the result
-              matches any other order to about 1e-15 relative);
+              but the order of the additions depends on timing (it differs
+              from another order by float64 rounding only);
             - ``"partition"``: ``((P0 + P1) + P2) + ...`` by partition index,
               bit-identical to an aggregator that merges the partitions'
               partial aggregates in index order (N - 1 merges in a chain);
@@ -385,8 +387,8 @@ def aggregate(
             running task: the accumulators plus ``batch_size`` uploads and
             their decoded payloads).
         workers: for paths on workers' local disks: path -> the worker
-            address(es) or host name(s) that can read it (a host name
-            survives a worker's restart, an address does not).
+            address(es) or host name(s) that can read it, or None for any (a
+            host name survives a worker's restart, an address does not).
         **add_kw: :meth:`ptth.Aggregator.add`'s keywords (``clip_norm``,
             ``max_norm``, ``max_abs``, ``allow_nonfinite``, ``allow_cast``,
             ``count_empty``, ``byteorder``, ``relabel_float32``, ``max_size``);
@@ -506,6 +508,15 @@ def _submit_list(
     local = [
         i for i, u in enumerate(items) if not _is_path(u) and not isinstance(u, distributed.Future)
     ]
+    for i in local:
+        if not isinstance(items[i], Mapping):
+            try:
+                memoryview(items[i])
+            except TypeError:
+                raise TypeError(
+                    f"updates[{i}] must be a path, a future, a blob (bytes-like) or a mapping, "
+                    f"not {type(items[i]).__name__}"
+                ) from None
     if local:
         scattered = client.scatter([items[i] for i in local], hash=False)
         for i, fut in zip(local, scattered):
