@@ -464,14 +464,20 @@ def test_huge_bogus_uploads_are_refused_without_the_memory(client, round_files, 
 
 
 def test_a_worker_killed_mid_round(client, tmp_path):
-    """os.kill(SIGKILL) of a worker while it folds: Dask runs its lost partitions again on
-    the survivor and the nanny's replacement; no upload is counted twice."""
+    """os.kill(SIGKILL) of a worker in the middle of a fold: Dask runs its lost tasks again
+    on the survivor and the nanny's replacement; no upload is counted twice or missed.
+
+    The last upload is a named pipe: the task that folds it blocks in open() until this
+    test writes the blob, so the kill lands while that fold is in progress, every time.
+    """
     rng = np.random.default_rng(11)
-    template = make_template(rng, {"w": ((600, 1000), np.float32), "b": ((1000,), np.float32)})
-    blobs, deltas, weights = make_round(rng, template, 40)
-    paths = write(tmp_path, blobs)
+    template = make_template(rng, {"w": ((200, 1000), np.float32), "b": ((1000,), np.float32)})
+    blobs, deltas, weights = make_round(rng, template, 24)
+    paths = write(tmp_path, blobs[:-1])
+    fifo = str(tmp_path / "slow-upload.ptth")
+    os.mkfifo(fifo)
+    paths.append(fifo)
     before = worker_pids(client)
-    victim = sorted(before)[0]
     box = {}
 
     def run():
@@ -483,32 +489,54 @@ def test_a_worker_killed_mid_round(client, tmp_path):
                 client=client,
                 order="partition",
                 partition_size=2,
-                batch_size=1,
             )
         except BaseException as exc:  # reported by the assertion below
             box["error"] = exc
 
     thread = threading.Thread(target=run)
     thread.start()
-    # kill once the victim holds a finished partial and is folding another
+    last = f"ptth-fold-{(len(paths) - 1) // 2}-"
     deadline = time.monotonic() + 60
-    killed = False
-    while time.monotonic() < deadline and thread.is_alive():
-        held = [
-            k for k, w in client.who_has().items() if str(k).startswith("ptth-fold") and victim in w
-        ]
-        running = [k for k in client.processing().get(victim, ()) if "ptth-fold" in str(k)]
-        if held and running:
-            os.kill(before[victim], signal.SIGKILL)
-            killed = True
+    victim = None
+    while victim is None and time.monotonic() < deadline:
+        for worker, keys in client.processing().items():
+            if any(str(k).startswith(last) for k in keys):
+                victim = worker
+        time.sleep(0.01)
+    assert victim is not None, "the fold of the named pipe never started"
+    # let the victim's other work land in its memory (a fold or merge result it holds),
+    # so the kill loses finished state as well as the fold in progress
+    while time.monotonic() < deadline:
+        held = [k for k, w in client.who_has().items() if "ptth-" in str(k) and victim in w]
+        if held:
             break
-        time.sleep(0.005)
+        time.sleep(0.01)
+    assert held, "the victim held no partial state when killed"
+    time.sleep(0.2)  # the task is blocked in open(): in the middle of its fold
+    os.kill(before[victim], signal.SIGKILL)
+
+    def serve():
+        """Write the blob to the first reader that reads all of it: the rerun, wherever Dask
+        put it (a reader that dies on the way, the victim, breaks the pipe: try again)."""
+        while True:
+            try:
+                with open(fifo, "wb") as f:  # blocks until a reader opens the pipe
+                    f.write(blobs[-1])
+                return
+            except BrokenPipeError:
+                continue
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
     thread.join(120)
-    assert killed, "the round ended before the victim held a partial and ran another"
+    assert not thread.is_alive(), "the round did not finish"
     assert "error" not in box, box.get("error")
     agg = box["agg"]
     client.wait_for_workers(2, timeout=60)
     assert before[victim] not in worker_pids(client).values()
+    # the named pipe's partition was folded again elsewhere (finished partitions that
+    # were already merged into state on the survivor keep the victim's name)
+    assert agg.partitions[-1].worker != victim
     assert agg.rejected == []
     assert agg.count == len(blobs) and agg.total_weight == sum(weights)
     assert sorted(i for p in agg.partitions for i in p.indexes) == list(range(len(blobs)))
@@ -517,6 +545,31 @@ def test_a_worker_killed_mid_round(client, tmp_path):
         ref.merge(p)
     assert bits(agg) == bits(ref)
     assert_close(agg.mean(dtype="float64"), numpy_fedavg(template, deltas, weights))
+
+
+def test_the_template_survives_the_death_of_its_only_holder(client):
+    """The template is a task's result, not scattered data: when the one worker holding it
+    dies, Dask recomputes it for the next fold instead of cancelling the round."""
+    rng = np.random.default_rng(5)
+    template = make_template(rng)
+    a, b = sorted(client.nthreads())
+    shared = pdask._share(client, template, "survival")
+    assert set(client.who_has(shared)[shared.key]) == {a, b}  # copied to every worker
+    client.amm.run_once()  # what Dask's memory manager does every 2 s: one copy is left
+    deadline = time.monotonic() + 10
+    while len(client.who_has(shared)[shared.key]) > 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    (holder,) = client.who_has(shared)[shared.key]
+    os.kill(worker_pids(client)[holder], signal.SIGKILL)
+    other = b if holder == a else a
+    blob = ptth.dumps({k: np.ones_like(v) for k, v in template.items()})
+    cfg = pdask._Config({}, {"kind": "delta"}, 8, pdask._file_limit(template))
+    fut = client.submit(
+        pdask._fold_list, shared, cfg, 0, [0], [None], [blob], [2.0], workers=[other], pure=False
+    )
+    partial, [(info, rejected)] = fut.result(timeout=60)
+    assert rejected == [] and info.worker == other and partial.count == 1
+    client.wait_for_workers(2, timeout=60)
 
 
 def test_workers_on_the_pure_engine_give_the_same_bits(round_files):

@@ -3,10 +3,11 @@
 :func:`aggregate` folds uploads into partial aggregators on the workers that
 hold them (files they can read, bytes futures already in their memory, or
 the partitions of a ``dask.bag``), merges the partials' states in a tree of
-tasks and returns one :class:`ptth.Aggregator`. The template is scattered to
-every worker once; what crosses the network afterwards is accumulators and
-weight sums (:class:`ptth.PartialAggregate`, pickled with protocol-5
-buffers), never the template and never the uploads themselves.
+tasks and returns one :class:`ptth.Aggregator`. The template is sent to the
+cluster once, as a task's result that workers fetch from each other; what
+crosses the network afterwards is accumulators and weight sums
+(:class:`ptth.PartialAggregate`, pickled with protocol-5 buffers), never the
+template again and never the uploads themselves.
 
 Needs the ``ptth[dask]`` extra (``dask[distributed]``). The plan for a round
 of 10^6 clients and the measured per-core figures are in ``docs/dask.md``.
@@ -21,6 +22,7 @@ import operator
 import os
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -344,8 +346,8 @@ def aggregate(
     worker (``Aggregator.add_many``, ``batch_size`` uploads per pass); the
     partials' states (:meth:`ptth.Aggregator.partial`: accumulators and weight
     sums, no template) are merged in a tree of tasks, and the final state is
-    merged into the returned aggregator on the client. The template is
-    scattered to every worker once. Bad uploads are reported in
+    merged into the returned aggregator on the client. The template is sent
+    to the cluster once. Bad uploads are reported in
     ``.rejected``, never fatal; the round fails only if Dask itself gives up
     (e.g. a task whose workers kept dying, or bytes lost with their worker).
 
@@ -434,7 +436,7 @@ def aggregate(
     client = distributed.get_client() if client is None else client
     cfg = _Config(dict(ctor, accumulate=accumulate), add, batch_size, _file_limit(template))
     tag = uuid.uuid4().hex[:12]
-    shared = client.scatter([_Shared(template)], broadcast=True, hash=False)[0]
+    shared = _share(client, template, tag)
 
     bag_offsets = False
     rejected: list[Rejected] = []
@@ -465,6 +467,23 @@ def aggregate(
     result.partitions = partitions
     result.rejected = sorted(rejected + late, key=lambda r: r.index)
     return result
+
+
+def _share(client: Any, template: Mapping[str, Any], tag: str) -> Any:
+    """The template as the result of a task, copied to every worker before the folds start.
+
+    Not ``client.scatter``: scattered data has no lineage, and Dask's active
+    memory manager drops the extra replicas of a key nobody waits for, so a
+    worker that died holding the last copy would cancel the whole round. A
+    task's result is recomputed from its spec, which the scheduler keeps. The
+    copies spread the folds: with one copy, Dask would run them all where it is.
+    """
+    with warnings.catch_warnings():
+        # the template is the one large thing a round sends, and it is sent once
+        warnings.filterwarnings("ignore", message="Sending large graph")
+        shared = client.submit(_Shared, template, key=f"ptth-template-{tag}", pure=False)
+    client.replicate([shared])
+    return shared
 
 
 def _first(d: Any) -> Any:
