@@ -361,7 +361,7 @@ def aggregate(
               holds its bytes, so uploads do not travel;
             - a ``dask.bag.Bag`` whose elements are blobs, paths or mappings,
               or ``(update, weight)`` pairs: one partial per bag partition;
-            - a list of blobs or mappings held here: scattered first.
+            - a list of blobs or mappings held here: sent in the fold tasks.
         template: the round's global model, name -> array (as for
             :class:`ptth.Aggregator`).
         weights: one positive number per upload (default 1.0 each); for a bag,
@@ -536,10 +536,6 @@ def _submit_list(
                     f"updates[{i}] must be a path, a future, a blob (bytes-like) or a mapping, "
                     f"not {type(items[i]).__name__}"
                 ) from None
-    if local:
-        scattered = client.scatter([items[i] for i in local], hash=False)
-        for i, fut in zip(local, scattered):
-            items[i] = fut
     futures = [i for i, u in enumerate(items) if isinstance(u, distributed.Future)]
     # Groups of positions that must be folded together on the same worker(s).
     groups: dict[Any, list[int]] = {}
@@ -559,6 +555,10 @@ def _submit_list(
             where = workers(os.fspath(u)) if workers is not None else None
             key = None if where is None else tuple([where] if isinstance(where, str) else where)
             groups.setdefault(("path", key), []).append(i)
+    # Blobs held here travel in their fold task's spec, which the scheduler keeps: a
+    # worker that dies mid-fold does not lose them (scattered data would be).
+    for i in local:
+        groups.setdefault(("local", None), []).append(i)
     total = sum(len(g) for g in groups.values())
     if partition_size is None:
         threads = max(1, sum(client.nthreads().values()))
@@ -569,12 +569,16 @@ def _submit_list(
     chunks.sort(key=lambda kc: kc[1][0])  # partitions numbered by their first upload
     parts = []
     for part, ((what, where), chunk) in enumerate(chunks):
+        restrict: dict[str, Any] = {}
+        values = [items[i] for i in chunk]
         if what == "future":
-            restrict: dict[str, Any] = {"workers": [where], "allow_other_workers": True}
-            sources = [str(items[i].key) for i in chunk]
-        else:
+            restrict = {"workers": [where], "allow_other_workers": True}
+            sources: list[str | None] = [str(items[i].key) for i in chunk]
+        elif what == "path":
             restrict = {} if where is None else {"workers": list(where)}
-            sources = [os.fspath(items[i]) for i in chunk]
+            sources = values = [os.fspath(items[i]) for i in chunk]
+        else:
+            sources = [None] * len(chunk)
         parts.append(
             client.submit(
                 _fold_list,
@@ -583,7 +587,7 @@ def _submit_list(
                 part,
                 chunk,
                 sources,
-                [items[i] if what == "future" else sources[k] for k, i in enumerate(chunk)],
+                values,
                 [weights[i] for i in chunk],
                 key=f"ptth-fold-{part}-{tag}",
                 **restrict,
