@@ -547,6 +547,63 @@ def test_a_worker_killed_mid_round(client, tmp_path):
     assert_close(agg.mean(dtype="float64"), numpy_fedavg(template, deltas, weights))
 
 
+def _round_tasks(dask_scheduler, tag_of):
+    """On the scheduler: state, dependents' states and holders of the round's tasks."""
+    return {
+        str(k): (ts.state, [d.state for d in ts.dependents], len(ts.who_has or ()))
+        for k, ts in dask_scheduler.tasks.items()
+        if str(k).startswith(("ptth-fold", "ptth-merge")) and str(k).endswith(tag_of)
+    }
+
+
+def test_merged_partials_are_released_during_the_round(client, round_files, tmp_path):
+    """A partial is released as soon as the merge that consumes it has run, not held until
+    the round ends (a model's worth of accumulators each). The last fold blocks on a named
+    pipe while the rest of the round settles."""
+    template, blobs, _, weights, _ = round_files
+    paths = write(tmp_path, blobs[:-1])
+    fifo = str(tmp_path / "last.ptth")
+    os.mkfifo(fifo)
+    paths.append(fifo)
+    box = {}
+    thread = threading.Thread(
+        target=lambda: box.update(
+            agg=pdask.aggregate(paths, template, weights=weights, client=client, partition_size=2)
+        )
+    )
+    thread.start()
+    last = f"ptth-fold-{(len(paths) - 1) // 2}-"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        tasks = client.run_on_scheduler(_round_tasks, tag_of="")
+        folds = {k: v for k, v in tasks.items() if k.startswith("ptth-fold")}
+        blocked = [k for k, v in folds.items() if k.startswith(last) and v[0] == "processing"]
+        settled = all(v[0] in ("memory", "released") for k, v in folds.items() if k not in blocked)
+        if blocked and settled and len(folds) == (len(paths) + 1) // 2:
+            break
+        time.sleep(0.05)
+    time.sleep(0.5)  # merges that can run (on the worker not blocked) have run
+    tasks = client.run_on_scheduler(_round_tasks, tag_of=blocked[0][len(last) :])
+    # in memory while every merge that takes it has already run: held for nothing
+    stale = [
+        k
+        for k, (state, dependents, holders) in tasks.items()
+        if holders and dependents and all(d in ("memory", "released") for d in dependents)
+    ]
+    with open(fifo, "wb") as f:
+        f.write(blobs[-1])
+    thread.join(60)
+    assert blocked and stale == [], stale
+    assert box["agg"].count == len(blobs)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # releases reach the scheduler after the return
+        after = client.run_on_scheduler(_round_tasks, tag_of=blocked[0][len(last) :])
+        if all(h == 0 for _, _, h in after.values()):
+            break
+        time.sleep(0.05)
+    assert all(h == 0 for _, _, h in after.values()), after  # nothing of the round is left
+
+
 def test_the_template_survives_the_death_of_its_only_holder(client):
     """The template is a task's result, not scattered data: when the one worker holding it
     dies, Dask recomputes it for the next fold instead of cancelling the round."""

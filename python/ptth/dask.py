@@ -294,8 +294,14 @@ def _chunks(seq: list[int], size: int) -> Iterator[list[int]]:
 
 
 def _merge_all(client: Any, parts: list[Any], order: str, tag: str) -> Any:
-    """One future of the merged (partial, report), by `order` (see :func:`aggregate`)."""
+    """One future of the merged (partial, report), by `order` (see :func:`aggregate`).
+
+    Empties `parts`: a future the client still holds keeps its partial in worker
+    memory after it is merged (a model's worth of accumulators per partition).
+    """
     count = 0
+    level = parts[:]
+    parts.clear()
 
     def merge(a: Any, b: Any) -> Any:
         nonlocal count
@@ -305,17 +311,17 @@ def _merge_all(client: Any, parts: list[Any], order: str, tag: str) -> Any:
         )
 
     if order == "partition":
-        acc = parts[0]
-        for p in parts[1:]:
-            acc = merge(acc, p)
+        acc = level.pop(0)
+        while level:
+            acc = merge(acc, level.pop(0))
         return acc
     if order == "tree":
-        level = parts
         while len(level) > 1:
             nxt = [merge(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
             level = nxt + level[len(level) - len(level) % 2 :]
         return level[0]
-    ready = distributed.as_completed(parts, loop=client.loop)
+    ready = distributed.as_completed(level, loop=client.loop)
+    level.clear()
     held = None
     for fut in ready:
         if held is None:
@@ -323,6 +329,7 @@ def _merge_all(client: Any, parts: list[Any], order: str, tag: str) -> Any:
         else:
             ready.add(merge(held, fut))
             held = None
+        del fut
     return held
 
 
