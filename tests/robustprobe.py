@@ -67,10 +67,10 @@ def main() -> None:
         stack = np.stack([d[name].astype(np.float64) for d in decoded])
         if stat == "median":
             checked &= bool(np.array_equal(result[name], np.median(stack, axis=0)))
-        else:
-            import scipy.stats
-
-            want = scipy.stats.trim_mean(stack, 0.1, axis=0)
+        else:  # scipy.stats.trim_mean's algorithm
+            cut = int(0.1 * n)
+            part = np.partition(stack, (cut, n - cut - 1), axis=0)
+            want = np.mean(part[cut : n - cut], axis=0)
             checked &= bool(np.allclose(result[name], want, rtol=1e-12, atol=1e-18))
     print(
         json.dumps(

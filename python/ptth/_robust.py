@@ -71,7 +71,7 @@ class _Spool:
     def append(self, arr: np.ndarray) -> int:
         """Write a C-contiguous array at the end; return its offset."""
         offset = self._end
-        view = memoryview(arr.reshape(-1).view(np.uint8))
+        view = arr.reshape(-1).view(np.uint8).data
         while view.nbytes:  # a raw write may be partial
             n = self._file.write(view)
             view = view[n:]
@@ -80,7 +80,7 @@ class _Spool:
 
     def read(self, offset: int, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
         out = np.empty(shape, dtype)
-        view = memoryview(out.reshape(-1).view(np.uint8))
+        view = out.reshape(-1).view(np.uint8).data
         self._file.seek(offset)
         while view.nbytes:
             n = self._file.readinto(view)
@@ -162,7 +162,7 @@ def _byte_view(data: Any) -> memoryview:
     try:
         return view.cast("B")
     except (TypeError, ValueError):
-        return memoryview(np.asarray(view).reshape(-1).view(np.uint8))
+        return np.asarray(view).reshape(-1).view(np.uint8).data
 
 
 def _bytes_like(value: object) -> bool:
@@ -284,7 +284,9 @@ def _statistic(
         raise TypeError(f"{what}() got an unexpected keyword argument {unknown[0]!r}")
     # Never copied (views are read once and dropped); accepted for symmetry with loads.
     _flag(loads_kw.get("copy", False), "copy")
-    opts = {k: loads_kw[k] for k in ("byteorder", "relabel_float32", "max_size") if k in loads_kw}
+    opts: dict[str, Any] = {
+        k: loads_kw[k] for k in ("byteorder", "relabel_float32", "max_size") if k in loads_kw
+    }
     api.Decoder(**opts)  # checks the options now, whether or not an upload is a blob
     tmpl = _template(template)
     if kind == "full" and tmpl is None:
