@@ -36,6 +36,7 @@ from ._front import (
     to_float16,
     to_float32,
 )
+from ._robust import median, trimmed_mean
 from ._version import __version__
 from .errors import REASONS, PTTHError
 
@@ -73,8 +74,10 @@ __all__ = [
     "iter_load",
     "load",
     "loads",
+    "median",
     "release_memory",
     "subtract",
     "to_float16",
     "to_float32",
+    "trimmed_mean",
 ]
