@@ -1122,7 +1122,8 @@ class Aggregator:
     def _weight(self, weight: object) -> float:
         w = _finite(weight, "weight", positive=True)
         if self._accumulate == "float32":
-            w32 = np.float32(w)
+            with np.errstate(over="ignore"):  # an overflow is the refusal below
+                w32 = np.float32(w)
             if not (np.isfinite(w32) and w32 >= np.finfo(np.float32).tiny):
                 raise ValueError(
                     f"weight {w!r} is outside float32's normal range (accumulate='float32')"
