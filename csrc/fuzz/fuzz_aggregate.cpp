@@ -103,17 +103,6 @@ std::vector<UpdateArray> template_update() {
   return u;
 }
 
-std::unique_ptr<Aggregator> make_aggregator(Accum accum) {
-  std::vector<TemplateParam> params;
-  for (size_t i = 0; i < specs().size(); ++i)
-    params.push_back({specs()[i].name, specs()[i].dims, specs()[i].dtype, templates()[i].data()});
-  auto agg = std::make_unique<Aggregator>(std::move(params), accum);
-  // Start from a non-zero state: one add of the template itself.
-  AddOptions plain;
-  agg->add_arrays(template_update(), 1.0, plain);
-  return agg;
-}
-
 struct State {
   std::vector<std::vector<uint8_t>> accs;
   std::vector<double> sums;
@@ -136,6 +125,37 @@ State state_of(Aggregator& agg) {
   s.sums = agg.weight_sums(hold);
   s.totals = agg.totals(hold);
   return s;
+}
+
+std::unique_ptr<Aggregator> build_aggregator(Accum accum) {
+  std::vector<TemplateParam> params;
+  for (size_t i = 0; i < specs().size(); ++i)
+    params.push_back({specs()[i].name, specs()[i].dims, specs()[i].dtype, templates()[i].data()});
+  auto agg = std::make_unique<Aggregator>(std::move(params), accum);
+  // Start from a non-zero state: one add of the template itself.
+  AddOptions plain;
+  agg->add_arrays(template_update(), 1.0, plain);
+  return agg;
+}
+
+// Aggregators are built once and put back into their seeded state by
+// restore() for each use (building 14 per input made this target slow).
+// `slot` tells apart the ones an input needs at the same time.
+Aggregator& fresh_aggregator(Accum accum, int slot) {
+  struct Kept {
+    std::unique_ptr<Aggregator> agg;
+    State seeded;
+  };
+  static Kept kept[2][2];
+  Kept& k = kept[accum == Accum::f64 ? 0 : 1][slot];
+  if (!k.agg) {
+    k.agg = build_aggregator(accum);
+    k.seeded = state_of(*k.agg);
+  }
+  std::vector<const void*> accs;
+  for (const std::vector<uint8_t>& a : k.seeded.accs) accs.push_back(a.data());
+  k.agg->restore(accs, k.seeded.sums, k.seeded.totals);
+  return *k.agg;
 }
 
 bool same_bits(double a, double b) { return std::memcmp(&a, &b, sizeof a) == 0; }
@@ -293,7 +313,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const double weight = 0.75;
 
   for (const Config& c : kConfigs) {
-    std::unique_ptr<Aggregator> a = make_aggregator(c.accum);
+    Aggregator* a = &fresh_aggregator(c.accum, 0);
     // A compressed upload may decode to no more than the template's cap.
     const uint64_t justified = plain ? size : std::min<uint64_t>(1040 * uint64_t(size), a->blob_cap());
     const State before = state_of(*a);
@@ -346,7 +366,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       FUZZ_CHECK(!got.ok && (got.reason == Reason::ambiguous_byteorder || add_reason(got.reason)),
                  "an ambiguous blob gave %s", got.ok ? "success" : reason_name(got.reason));
     } else {
-      std::unique_ptr<Aggregator> b = make_aggregator(c.accum);
+      Aggregator* b = &fresh_aggregator(c.accum, 1);
       Try want = attempt([&] { return b->add_arrays(ref.arrays, weight, opts); });
       FUZZ_CHECK(got.ok == want.ok && (got.ok || got.reason == want.reason),
                  "add_blob %s, add_arrays of its records %s", got.ok ? "ok" : reason_name(got.reason),
@@ -371,8 +391,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     const std::vector<UpdateArray> valid = template_update();
     std::vector<Upload> batch = {
         {data, size, nullptr, 0.75}, {nullptr, 0, &valid, 2.0}, {data, size, nullptr, 1.5}};
-    std::unique_ptr<Aggregator> many = make_aggregator(c.accum);
-    std::unique_ptr<Aggregator> seq = make_aggregator(c.accum);
+    Aggregator* many = &fresh_aggregator(c.accum, 0);
+    Aggregator* seq = &fresh_aggregator(c.accum, 1);
     std::vector<Outcome> outs = many->add_many(batch, opts);
     FUZZ_CHECK(outs.size() == batch.size(), "add_many gave %zu outcomes", outs.size());
     for (size_t i = 0; i < batch.size(); ++i) {
