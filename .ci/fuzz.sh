@@ -5,8 +5,9 @@
 # a sanitizer report, a broken invariant, a leak, a timeout or running out of
 # memory. Crashing inputs are kept in build/fuzz/artifacts/ and printed in hex.
 #
-#   PTTH_FUZZ_SECONDS  seconds per target (default 60)
-#   PTTH_FUZZ_TARGETS  which targets (default: fuzz_loads fuzz_stream fuzz_inflate fuzz_aggregate)
+#   PTTH_FUZZ_SECONDS  seconds per target (default 60; fuzz_restore: 30, its state space is small)
+#   PTTH_FUZZ_TARGETS  which targets (default: fuzz_loads fuzz_stream fuzz_inflate fuzz_aggregate
+#                      fuzz_restore)
 #   PTTH_FUZZ_PY_SECONDS  seconds for fuzz/fuzz_server_parsing.py (atheris; default 30)
 #
 # Needs root for apt-get only when clang or its libFuzzer runtime is missing.
@@ -14,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 seconds=${PTTH_FUZZ_SECONDS:-60}
-targets=${PTTH_FUZZ_TARGETS:-fuzz_loads fuzz_stream fuzz_inflate fuzz_aggregate}
+targets=${PTTH_FUZZ_TARGETS:-fuzz_loads fuzz_stream fuzz_inflate fuzz_aggregate fuzz_restore}
 build=build/fuzz
 start=$SECONDS
 
@@ -66,12 +67,14 @@ echo "build and seeds: $((SECONDS - start)) s"
 
 failed=()
 for t in $targets; do
-  echo "== $t (${seconds} s)"
+  t_seconds=$seconds
+  [ "$t" = fuzz_restore ] && [ -z "${PTTH_FUZZ_SECONDS:-}" ] && t_seconds=30
+  echo "== $t (${t_seconds} s)"
   mkdir -p "$build/corpus/$t"
   log="$build/logs/$t.log"
   t0=$SECONDS
   # The first directory collects new inputs; the seeds are replayed first.
-  if "$build/$t" -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=25 \
+  if "$build/$t" -max_total_time="$t_seconds" -rss_limit_mb=2048 -timeout=25 \
        -dict=csrc/fuzz/ptth.dict -print_final_stats=1 \
        -artifact_prefix="$build/artifacts/$t-" "$build/corpus/$t" "$build/seeds/$t" \
        >"$log" 2>&1; then

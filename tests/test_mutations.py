@@ -15,11 +15,24 @@ from hypothesis import strategies as st
 from blobs import bits, describe, outcome
 from mutations import cases, chunkings, split
 
-OPTIONS = st.fixed_dictionaries(
-    {
-        "byteorder": st.sampled_from(["<", ">", "auto"]),
-        "relabel_float32": st.booleans(),
-    }
+# {}: each entry point's defaults (the Aggregator's are "auto" for both)
+OPTIONS = st.one_of(
+    st.just({}),
+    st.fixed_dictionaries(
+        {
+            "byteorder": st.sampled_from(["<", ">", "auto"]),
+            "relabel_float32": st.sampled_from([False, True, "auto"]),
+        }
+    ),
+)
+BOUNDS = st.fixed_dictionaries(
+    {},
+    optional={
+        "clip_norm": st.sampled_from([0.5, 1e6]),
+        "max_norm": st.sampled_from([1.0, 1e6]),
+        "allow_cast": st.booleans(),
+        "count_empty": st.booleans(),
+    },
 )
 # None is the default (512 MiB); small limits cut through headers, names and payloads.
 MAX_SIZES = st.one_of(st.none(), st.integers(0, 400))
@@ -102,16 +115,18 @@ def aggregator_state(agg):
     kind=st.sampled_from(["delta", "full"]),
     accumulate=st.sampled_from(["float64", "float32"]),
     options=OPTIONS,
+    bounds=BOUNDS,
     allow_nonfinite=st.booleans(),
 )
-def test_aggregator_add(native, pure, case, kind, accumulate, options, allow_nonfinite):
+def test_aggregator_add(native, pure, case, kind, accumulate, options, bounds, allow_nonfinite):
     tensors, valid, label, bad = case
     aggs = [mod.Aggregator(tensors, accumulate=accumulate) for mod in (native, pure)]
+    kw = dict(kind=kind, allow_nonfinite=allow_nonfinite, **options, **bounds)
     for blob in (valid, bad):  # a valid update first, so an atomic failure has state to keep
         results = []
         for agg in aggs:
             before = aggregator_state(agg)
-            r = outcome(agg.add, blob, 0.5, kind=kind, allow_nonfinite=allow_nonfinite, **options)
+            r = outcome(agg.add, blob, 0.5, **kw)
             if r[0] == "error":
                 assert aggregator_state(agg) == before, (label, r)  # nothing changed
             results.append(r[:1] if r[0] == "ok" else r)

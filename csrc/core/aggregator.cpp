@@ -378,7 +378,28 @@ class MatchingSink : public RecordSink {
     if (uint32_t(r.dtype) != r.code) ++out_.result.relabelled;
   }
 
-  void finish() {
+  // After the reader finished. Under byteorder "auto" the blob's decision
+  // holds for every payload, also those read before it (little-endian then);
+  // a blob that never decided although a payload may read either way is refused.
+  void finish(const Reader& reader) {
+    if (opts_.read.byteorder == ByteOrder::automatic) {
+      if (reader.order_decided() && reader.decided_order() == ByteOrder::big) {
+        for (CollectedRecord& c : collect_.records()) {
+          if (c.info.big_endian) continue;
+          // Owned: "auto" always copies. Keeps the effective dtype of relabelling.
+          byteswap_inplace(c.owned.get(), c.info.numel, itemsize(c.info.dtype));
+          c.info.big_endian = true;
+          out_.result.big_endian = true;
+        }
+      } else if (!reader.order_decided() && reader.ambiguity().seen) {
+        const Reader::Ambiguity& a = reader.ambiguity();
+        throw Error(Reason::ambiguous_byteorder,
+                    "byteorder 'auto' cannot tell the byte order: no float32 payload reads "
+                    "plausibly in one order only, and " + quoted(a.name) +
+                        " reads differently in the two; pass byteorder='<' or '>'",
+                    a.offset, int64_t(a.record), a.name, true);
+      }
+    }
     for (CollectedRecord& c : collect_.records())
       if (c.owned) out_.keep.push_back(std::move(c));
     collect_.records().clear();
@@ -425,10 +446,20 @@ void Aggregator::parse_blob(const uint8_t* data, size_t n, const AddOptions& o,
   // plain little-endian ones are read where they lie.
   const bool plain = detect_wrapper(data, std::min<size_t>(n, 4)) == Wrapper::none;
   MatchingSink sink(*this, o, !plain || o.read.byteorder != ByteOrder::little, out);
-  StreamDecoder dec(o.read, &sink);
-  dec.feed(data, n, /*borrow=*/true);
-  dec.finish();
-  sink.finish();
+  try {
+    StreamDecoder dec(o.read, &sink);
+    dec.feed(data, n, /*borrow=*/true);
+    dec.finish();
+    sink.finish(dec.reader());
+  } catch (const Error& e) {
+    // The template's cap cannot be raised: say what it is rather than how to lift max_size.
+    if (e.reason() != Reason::too_large || o.read.max_size != blob_cap_) throw;
+    throw Error(Reason::too_large,
+                "the upload would decode past " + std::to_string(blob_cap_) +
+                    " bytes, the most a valid update of this template can be (every "
+                    "parameter as float64, plus headers)",
+                e.offset(), e.record(), e.name(), e.has_name());
+  }
 }
 
 void Aggregator::prepare_arrays(const std::vector<UpdateArray>& arrays, double weight,
@@ -658,6 +689,7 @@ void Aggregator::merge(Aggregator& other) {
   Aggregator* first = this < &other ? this : &other;
   Aggregator* second = this < &other ? &other : this;
   std::unique_lock<SnapshotLock> l1(first->state_), l2(second->state_);
+  check_merged_weights(other.weight_sums_, other.totals_);
   for (size_t i = 0; i < params_.size(); ++i) {
     Param& p = params_[i];
     if (accum_ == Accum::f64)
@@ -727,10 +759,22 @@ void Aggregator::restore(const std::vector<const void*>& accs, const std::vector
   totals_ = totals;
 }
 
+void Aggregator::check_merged_weights(const std::vector<double>& sums, const Totals& totals) const {
+  // (Under the exclusive lock.) Weight sums that overflow would turn every
+  // mean into 0 without an error: refused before anything moves.
+  std::lock_guard<std::mutex> t(totals_mu_);
+  bool finite = std::isfinite(totals_.total_weight + totals.total_weight);
+  for (size_t i = 0; i < params_.size(); ++i)
+    finite = finite && std::isfinite(weight_sums_[i] + sums[i]);
+  if (!finite)
+    throw Error(Reason::overflow, "merging would overflow the round's weight sums (float64)");
+}
+
 void Aggregator::merge_state(const std::vector<const void*>& accs, const std::vector<double>& sums,
                              const Totals& totals) {
   check_state(accs, sums, totals);
   std::unique_lock<SnapshotLock> lock(state_);
+  check_merged_weights(sums, totals);
   for (size_t i = 0; i < params_.size(); ++i) {
     Param& p = params_[i];
     if (accum_ == Accum::f64)

@@ -131,7 +131,8 @@ class Aggregator {
   // the accumulators: bit-identical to add() of the valid ones in order.
   std::vector<Outcome> add_many(const std::vector<Upload>& uploads, const AddOptions& opts);
 
-  // Adds another aggregator's state over the same parameters and accumulate type.
+  // Adds another aggregator's state over the same parameters and accumulate
+  // type (overflow, changing nothing, if the weight sums would overflow).
   void merge(Aggregator& other);
 
   size_t size() const noexcept { return params_.size(); }
@@ -171,7 +172,8 @@ class Aggregator {
   // Replaces the whole state (validated: sizes, finite non-negative weights).
   void restore(const std::vector<const void*>& accs, const std::vector<double>& weight_sums,
                const Totals& totals);
-  // Adds a saved partial state (the same checks as restore).
+  // Adds a saved partial state (the same checks as restore; overflow if the
+  // weight sums would overflow).
   void merge_state(const std::vector<const void*>& accs, const std::vector<double>& weight_sums,
                    const Totals& totals);
 
@@ -201,6 +203,7 @@ class Aggregator {
   void check_weight(double weight) const;
   void check_state(const std::vector<const void*>& accs, const std::vector<double>& sums,
                    const Totals& totals) const;
+  void check_merged_weights(const std::vector<double>& sums, const Totals& totals) const;
 
   std::vector<Param> params_;
   Accum accum_;

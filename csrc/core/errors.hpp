@@ -25,6 +25,8 @@ namespace ptth {
   X(size_overflow, "numel * itemsize does not fit in 64 bits")                                 \
   X(length_mismatch, "data_len differs from numel * itemsize")                                 \
   X(trailing_bytes, "bytes follow the last record")                                            \
+  X(ambiguous_byteorder,                                                                       \
+    "byteorder 'auto' found no payload that tells the byte order, but the two readings differ") \
   X(not_ptth, "the input is neither a PTTH blob nor a zlib, gzip or raw DEFLATE stream of one") \
   /* compressed input */                                                                       \
   X(too_large, "the decoded size would exceed max_size")                                       \

@@ -51,7 +51,9 @@ void Reader::begin(State s, uint64_t need) {
   have_ = 0;
   if (s != State::done && pos_ + need > opts_.max_size)
     fail(Reason::too_large,
-         "the blob would exceed max_size (" + std::to_string(opts_.max_size) + " bytes)", pos_);
+         "the blob would exceed max_size (" + std::to_string(opts_.max_size) +
+             " bytes): pass a larger max_size, or max_size=ptth.UNLIMITED for no limit",
+         pos_);
 }
 
 void Reader::feed(const uint8_t* p, size_t n, bool borrow) {
@@ -234,6 +236,19 @@ void Reader::decide_order(const uint8_t* payload, uint64_t nbytes) {
   if (le != be) {
     decided_ = true;
     order_ = be > le ? ByteOrder::big : ByteOrder::little;
+    return;
+  }
+  if (ambiguity_.seen) return;
+  // A tie decides nothing; it matters if some word (anywhere in the payload,
+  // past the scored ones too) differs from its byte reversal and reads as a
+  // plausible float in one of the two orders.
+  for (uint64_t i = 0; i < nbytes / 4; ++i) {
+    const uint8_t* b = payload + 4 * i;
+    uint32_t w = uint32_t(b[0]) | uint32_t(b[1]) << 8 | uint32_t(b[2]) << 16 | uint32_t(b[3]) << 24;
+    if (w != bswap32(w) && (plausible(w) || plausible(bswap32(w)))) {
+      ambiguity_ = {true, rec_.index, rec_.payload_offset, rec_.name};
+      return;
+    }
   }
 }
 

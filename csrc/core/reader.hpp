@@ -95,6 +95,17 @@ class Reader {
   // Byte order in force: little until "auto" decides.
   ByteOrder decided_order() const noexcept { return order_; }
   bool order_decided() const noexcept { return decided_; }
+  // Under "auto", before a decision: a float32 payload scored a tie although
+  // a word of it differs from its byte reversal and is a plausible float in
+  // one order at least (it may be misread).
+  // The first such record's index, payload offset and name.
+  struct Ambiguity {
+    bool seen = false;
+    uint32_t record = 0;
+    uint64_t offset = 0;
+    std::string name;
+  };
+  const Ambiguity& ambiguity() const noexcept { return ambiguity_; }
   int64_t current_record() const noexcept;
 
  private:
@@ -121,6 +132,7 @@ class Reader {
   uint8_t* payload_dst_ = nullptr;  // start of the sink's payload buffer, once asked
   ByteOrder order_ = ByteOrder::little;
   bool decided_ = false;
+  Ambiguity ambiguity_;
   RecordInfo rec_;
   bool named_ = false;  // rec_.name is complete and valid (errors carry it)
   std::unordered_set<std::string, KeyedHash> names_;

@@ -37,7 +37,7 @@ add_library(ptth_fuzz_common STATIC "${_ptth_fuzz}/fuzz_common.cpp")
 target_link_libraries(ptth_fuzz_common PUBLIC ptth_core)
 target_compile_options(ptth_fuzz_common PRIVATE ${_ptth_fuzz_sanitize} -Wall -Wextra)
 
-set(PTTH_FUZZERS fuzz_loads fuzz_stream fuzz_inflate fuzz_aggregate)
+set(PTTH_FUZZERS fuzz_loads fuzz_stream fuzz_inflate fuzz_aggregate fuzz_restore)
 foreach(_t IN LISTS PTTH_FUZZERS)
   add_executable(${_t} "${_ptth_fuzz}/${_t}.cpp")
   target_link_libraries(${_t} PRIVATE ptth_fuzz_common)

@@ -116,6 +116,13 @@ void collect(std::vector<CollectedRecord>& in, std::vector<Rec>& out) {
   }
 }
 
+void record_order(Outcome& o, const Reader& r) {
+  o.position = r.position();
+  o.order_decided = r.order_decided();
+  o.order = r.decided_order();
+  o.ambiguous = r.ambiguity().seen;
+}
+
 template <typename Run>
 Outcome drive(const ReadOptions& opts, bool copy, Run run) {
   Outcome o;
@@ -131,7 +138,7 @@ Outcome drive(const ReadOptions& opts, bool copy, Run run) {
     }
     o.wrapper_known = dec.wrapper_known();
     o.wrapper = dec.wrapper();
-    o.position = dec.reader().position();
+    record_order(o, dec.reader());
   } catch (const Error& e) {
     record_error(o, e);
   }
@@ -161,7 +168,7 @@ Outcome decode_plain(const uint8_t* p, size_t n, const ReadOptions& opts) {
     } catch (const Error& e) {
       record_error(o, e);
     }
-    o.position = reader.position();
+    record_order(o, reader);
   } catch (const Error& e) {
     record_error(o, e);
   }
@@ -197,11 +204,61 @@ static bool is_reader_reason(Reason r) {
     case Reason::bad_magic: case Reason::bad_version: case Reason::truncated:
     case Reason::bad_name: case Reason::duplicate_name: case Reason::too_many_dims:
     case Reason::bad_dtype: case Reason::size_overflow: case Reason::length_mismatch:
-    case Reason::trailing_bytes: case Reason::too_large:
+    case Reason::trailing_bytes: case Reason::too_large: case Reason::not_ptth:
       return true;
     default:
       return is_stream_reason(r);
   }
+}
+
+namespace {
+
+// docs/format.md: a word is plausible if it is +-0 or its exponent is in 64..190.
+bool plausible_word(uint32_t w) {
+  const uint32_t e = (w >> 23) & 0xFF;
+  return (w & 0x7FFFFFFFu) == 0 || (e >= 64 && e <= 190);
+}
+
+uint32_t word_at(const uint8_t* p, bool big) {
+  return big ? uint32_t(p[0]) << 24 | uint32_t(p[1]) << 16 | uint32_t(p[2]) << 8 | p[3]
+             : uint32_t(p[3]) << 24 | uint32_t(p[2]) << 16 | uint32_t(p[1]) << 8 | p[0];
+}
+
+// The payload as it lay in the input (the reader's flag says how it was turned).
+std::vector<uint8_t> wire_bytes(const Rec& r) {
+  std::vector<uint8_t> w = r.host;
+  if (r.info.big_endian && !w.empty()) byteswap_inplace(w.data(), r.info.numel, itemsize(r.info.dtype));
+  return w;
+}
+
+// The effective dtype docs/format.md gives a record, from its code, its length
+// and (code 2 under "auto") its words read in the order in force.
+DType expected_dtype(const RecordInfo& r, const std::vector<uint8_t>& wire, Relabel relabel,
+                     bool big) {
+  const bool four = r.nbytes == 4 * r.numel;
+  const DType coded = DType(r.code);
+  if (relabel == Relabel::on) return four ? DType::float32 : coded;
+  if (relabel == Relabel::automatic && coded == DType::float64 && four) return DType::float32;
+  if (relabel == Relabel::automatic && coded == DType::int32) {
+    Scores s = score_words(wire.data(), wire.size(), big);
+    return (big ? s.be : s.le) > s.small_int ? DType::float32 : DType::int32;
+  }
+  return coded;
+}
+
+}  // namespace
+
+Scores score_words(const uint8_t* payload, uint64_t nbytes, bool big) {
+  Scores s;
+  const uint64_t words = std::min<uint64_t>(nbytes / 4, 1024);
+  for (uint64_t i = 0; i < words; ++i) {
+    const uint32_t le = word_at(payload + 4 * i, false), be = word_at(payload + 4 * i, true);
+    s.le += plausible_word(le);
+    s.be += plausible_word(be);
+    const int32_t v = int32_t(big ? be : le);
+    s.small_int += v > -(1 << 24) && v < (1 << 24);
+  }
+  return s;
 }
 
 void check_outcome(const Outcome& o, const uint8_t* p, size_t n, const ReadOptions& opts,
@@ -241,7 +298,7 @@ void check_outcome(const Outcome& o, const uint8_t* p, size_t n, const ReadOptio
     FUZZ_CHECK(names.insert(r.name).second, "%s: record %zu: duplicate name", what, i);
     FUZZ_CHECK(r.dims.size() <= kMaxDims, "%s: record %zu: %zu dims", what, i, r.dims.size());
     FUZZ_CHECK(valid_code(r.code), "%s: record %zu: code %u", what, i, r.code);
-    FUZZ_CHECK(opts.relabel_float32 || uint32_t(r.dtype) == r.code,
+    FUZZ_CHECK(opts.relabel != Relabel::off || uint32_t(r.dtype) == r.code,
                "%s: record %zu: dtype %u for code %u without relabel", what, i,
                unsigned(r.dtype), r.code);
     uint64_t numel = 0, nbytes = 0;
@@ -270,6 +327,43 @@ void check_outcome(const Outcome& o, const uint8_t* p, size_t n, const ReadOptio
   }
   if (o.ok) FUZZ_CHECK(end == o.position, "%s: success, but the records end at %llu of %llu", what,
                        (unsigned long long)end, (unsigned long long)o.position);
+
+  // The quirk decisions, recomputed from the wire bytes in record order.
+  bool decided = opts.byteorder != ByteOrder::automatic;
+  bool big = opts.byteorder == ByteOrder::big;
+  bool ambiguous = false;
+  for (size_t i = 0; i < o.records.size(); ++i) {
+    const RecordInfo& r = o.records[i].info;
+    const std::vector<uint8_t> wire = wire_bytes(o.records[i]);
+    const DType want = expected_dtype(r, wire, opts.relabel, big);
+    FUZZ_CHECK(r.dtype == want, "%s: record %zu (code %u, %llu bytes): dtype %s, expected %s",
+               what, i, r.code, (unsigned long long)r.nbytes, dtype_name(r.dtype),
+               dtype_name(want));
+    if (!decided && r.dtype == DType::float32) {
+      const Scores s = score_words(wire.data(), wire.size(), false);
+      if (s.le != s.be) {
+        decided = true;
+        big = s.be > s.le;
+      } else if (!ambiguous) {
+        for (size_t k = 0; k + 4 <= wire.size() && !ambiguous; k += 4) {
+          const uint32_t le = word_at(&wire[k], false), be = word_at(&wire[k], true);
+          ambiguous = le != be && (plausible_word(le) || plausible_word(be));
+        }
+      }
+    }
+    FUZZ_CHECK(r.big_endian == big, "%s: record %zu read %s-endian, expected %s", what, i,
+               r.big_endian ? "big" : "little", big ? "big" : "little");
+  }
+  if (opts.byteorder == ByteOrder::automatic && o.wrapper_known) {
+    // Decisions happen as records complete, so they hold for failed decodes too.
+    FUZZ_CHECK(o.order_decided == decided && (!decided || (o.order == ByteOrder::big) == big),
+               "%s: the reader %s, the records say %s", what,
+               o.order_decided ? (o.order == ByteOrder::big ? "decided big" : "decided little")
+                               : "did not decide",
+               decided ? (big ? "big" : "little") : "undecided");
+    FUZZ_CHECK(o.ambiguous == ambiguous, "%s: ambiguity %d, expected %d", what,
+               int(o.ambiguous), int(ambiguous));
+  }
 }
 
 std::string describe(const Outcome& o) {
@@ -283,12 +377,16 @@ std::string describe(const Outcome& o) {
   }
   s += ", " + std::to_string(o.records.size()) + " records, wrapper=" +
        (o.wrapper_known ? wrapper_name(o.wrapper) : "?") + ", position=" +
-       std::to_string(o.position);
+       std::to_string(o.position) + ", order=" +
+       (o.order_decided ? (o.order == ByteOrder::big ? ">" : "<") : "?") +
+       (o.ambiguous ? " (ambiguous)" : "");
   return s;
 }
 
 void expect_same(const Outcome& a, const Outcome& b, const char* what) {
-  bool same = a.ok == b.ok && a.records.size() == b.records.size();
+  bool same = a.ok == b.ok && a.records.size() == b.records.size() &&
+              a.order_decided == b.order_decided && a.order == b.order &&
+              a.ambiguous == b.ambiguous;
   if (same && !a.ok) same = a.reason == b.reason && a.offset == b.offset && a.record == b.record;
   FUZZ_CHECK(same, "%s:\n    %s\n    %s", what, describe(a).c_str(), describe(b).c_str());
   for (size_t i = 0; i < a.records.size(); ++i) {

@@ -51,7 +51,7 @@ struct Rec {
 
 struct Outcome {
   bool ok = false;
-  ptth::Reason reason = ptth::Reason::bad_argument;
+  ptth::Reason reason = ptth::Reason::closed;  // set by the error, if any
   uint64_t offset = 0;
   int64_t record = 0;
   std::string message;
@@ -59,6 +59,9 @@ struct Outcome {
   bool wrapper_known = false;
   ptth::Wrapper wrapper = ptth::Wrapper::none;
   uint64_t position = 0;         // bytes the reader consumed (decompressed)
+  bool order_decided = false;    // byteorder "auto": the reader's decision, as it ended
+  ptth::ByteOrder order = ptth::ByteOrder::little;
+  bool ambiguous = false;        // an undecided tie that reads differently in the two orders
 };
 
 // loads(): one feed of the whole input with borrow, then finish().
@@ -74,10 +77,20 @@ Outcome decode_chunked(const uint8_t* p, size_t n, const ptth::ReadOptions& opts
                        const std::vector<size_t>& sizes);
 
 // What every outcome satisfies: a reason the reader can give, records that
-// obey SPEC.md, payloads inside the input when borrowed. `n` is the input
-// size; `plain` says the input was not compressed (offsets then lie in it).
+// obey SPEC.md, payloads inside the input when borrowed, dtypes and byte
+// orders as docs/format.md's "How ptth reads the quirks" decides them
+// (recomputed here from the payload bytes). `n` is the input size; `plain`
+// says the input was not compressed (offsets then lie in it).
 void check_outcome(const Outcome& o, const uint8_t* p, size_t n, const ptth::ReadOptions& opts,
                    const char* what);
+
+// docs/format.md's scores over a payload's first min(numel, 1024) words, read
+// little-endian: words that are plausible float32 values, read as they are
+// and byte-swapped; words that are small integers (|v| < 2**24) in `big` order.
+struct Scores {
+  size_t le = 0, be = 0, small_int = 0;
+};
+Scores score_words(const uint8_t* payload, uint64_t nbytes, bool big);
 
 // Same result, same error (reason, offset, record), same records and bytes.
 void expect_same(const Outcome& a, const Outcome& b, const char* what);

@@ -2,9 +2,10 @@
 // borrow; uncompressed payloads handed over in place, compressed ones
 // inflated into owned buffers under the default max_size.
 //
-// Beyond "no crash": every outcome obeys check_outcome(); reading the same
+// Beyond "no crash": every outcome obeys check_outcome() (which recomputes the
+// "auto" byte-order and relabel decisions from the bytes); reading the same
 // bytes big-endian changes payload bytes only (never the structure or the
-// error); copying gives the same records as borrowing.
+// error); copying gives the same records as borrowing, under both relabel modes.
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
@@ -52,7 +53,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   big.byteorder = ByteOrder::big;
   ReadOptions guess = little;
   guess.byteorder = ByteOrder::automatic;
-  guess.relabel_float32 = true;
+  guess.relabel = Relabel::on;
+  ReadOptions decide = guess;  // the Aggregator's defaults
+  decide.relabel = Relabel::automatic;
 
   fuzz::Outcome a = fuzz::decode_oneshot(data, size, little, /*copy=*/false);
   fuzz::check_outcome(a, data, size, little, "loads(<)");
@@ -65,5 +68,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   fuzz::Outcome d = fuzz::decode_oneshot(data, size, guess, /*copy=*/false);
   fuzz::check_outcome(d, data, size, guess, "loads(auto, relabel)");
   fuzz::expect_same(c, d, "copy=True vs views");
+
+  fuzz::Outcome e = fuzz::decode_oneshot(data, size, decide, /*copy=*/true);
+  fuzz::check_outcome(e, data, size, decide, "loads(auto, relabel auto, copy)");
+  fuzz::Outcome f = fuzz::decode_oneshot(data, size, decide, /*copy=*/false);
+  fuzz::check_outcome(f, data, size, decide, "loads(auto, relabel auto)");
+  fuzz::expect_same(e, f, "relabel auto: copy=True vs views");
   return 0;
 }

@@ -4,9 +4,10 @@
 // (reason, offset, record), compressed or not.
 //
 // Input layout: BLOB || SPLITS || CONTROL, where CONTROL is the last byte:
-//   bits 0-3  how many SPLITS bytes precede it (0..15; fewer bytes: no splits)
+//   bits 0-2  how many SPLITS bytes precede it (0..7; fewer bytes: no splits)
+//   bit  3    relabel_float32 "auto" (else bit 6 decides)
 //   bits 4-5  byteorder: 0 '<', 1 '>', 2-3 'auto'
-//   bit  6    relabel_float32
+//   bit  6    relabel_float32=True
 //   bit  7    max_size = 160 bytes (else the default, 512 MiB)
 // Each SPLITS byte is a chunk size, used in turn until the blob is fed:
 //   0 an empty feed, 1..239 that many bytes, 240..255 (b - 239) KiB.
@@ -27,7 +28,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
   const uint8_t control = data[size - 1];
   size_t n = size - 1;
-  size_t nsplits = control & 0x0F;
+  size_t nsplits = control & 0x07;
   std::vector<size_t> sizes;
   if (nsplits <= n) {
     for (size_t i = n - nsplits; i < n; ++i)
@@ -39,7 +40,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   opts.byteorder = order == 0   ? ByteOrder::little
                    : order == 1 ? ByteOrder::big
                                 : ByteOrder::automatic;
-  opts.relabel_float32 = control & 0x40;
+  opts.relabel = (control & 0x08)   ? Relabel::automatic
+                 : (control & 0x40) ? Relabel::on
+                                    : Relabel::off;
   opts.max_size = (control & 0x80) ? 160 : kDefaultMaxSize;
 
   const bool plain = detect_wrapper(data, std::min<size_t>(n, 4)) == Wrapper::none;

@@ -3,8 +3,8 @@
 
 usage: make_corpus.py OUTDIR
 
-Writes OUTDIR/<target>/ for fuzz_loads, fuzz_stream, fuzz_inflate and
-fuzz_aggregate, one file per seed, each in the input layout of its target
+Writes OUTDIR/<target>/ for fuzz_loads, fuzz_stream, fuzz_inflate,
+fuzz_aggregate and fuzz_restore, one file per seed, each in the input layout of its target
 (see the comment at the top of each fuzz_*.cpp). Seeds: the golden vectors
 (tests/golden/*.ptth), blobs built here from SPEC.md (every dtype, float16,
 big-endian payloads, empty and awkward shapes, UTF-8 names), each rule broken
@@ -158,6 +158,15 @@ def template_updates() -> dict[str, bytes]:
             record("count", [3], I32, payload=struct.pack("<3f", 1, 2, 3)),
         ),
         "be": blob(record("w", [2], F32, [1.0, -2.0], order=">"), fcb),
+        # Android: every payload big-endian; the first one ties under "auto" (both
+        # readings plausible), the second decides, so the first must be swapped too
+        "android": blob(
+            record("w", [2], F32, payload=bytes.fromhex("3e999941bf999941")),
+            record("fc.weight", [2, 3], F32, [0.5, -1, 2, 0, 1, -0.25], order=">"),
+            record("emb", [64, 80], F32, [((i % 29) - 14) / 64 for i in range(64 * 80)], order=">"),
+        ),
+        # one payload whose two readings are both plausible: ambiguous_byteorder under "auto"
+        "ambiguous": blob(record("w", [2], F32, payload=bytes.fromhex("3e9999413e999941"))),
         "f64-for-f32": blob(record("w", [2], F64, [1.0, 2.0])),
         "unknown": blob(w, record("nope", [1], F32, [1.0])),
         "shape": blob(record("w", [3], F32, [1, 2, 3])),
@@ -178,6 +187,7 @@ def stream_inputs(data: bytes) -> dict[str, bytes]:
         "mixed": data + bytes([7, 0, 3, 200]) + b"\x04",
         "big": data + bytes([5]) + bytes([0x11]),
         "auto-relabel": data + bytes([2, 9]) + bytes([0x62]),
+        "auto-relabel-auto": data + bytes([3]) + bytes([0x29]),
         "small-max": data + bytes([13]) + bytes([0x81]),
     }
 
@@ -209,6 +219,26 @@ def inflate_inputs(data: bytes) -> dict[str, bytes]:
         "gzip-1000": b"\xb2" + data,
         "deflate-65536-relabel-auto": b"\xef" + data,
         "auto-12": b"\x50" + data,
+    }
+
+
+def restore_inputs() -> dict[str, bytes]:
+    """CONTROL || DATA (fuzz_restore.cpp)."""
+    f64 = struct.pack("<5d", 1.5, -2.0, 0.0, 3.25, 1e300)
+    f32 = struct.pack("<4f", 1.5, -2.0, 0.0, 3.25)
+    sums = struct.pack("<5d", 2.0, 0.0, 1.0, 0.0, 4.0)
+    totals = struct.pack("<QdQ", 3, 7.0, 1)
+    return {
+        "restore-f64": b"\x00" + f64 * 3 + sums + totals,
+        "merge-f64-after-add": b"\x41" + f64 * 3 + sums + totals,
+        "restore-f32": b"\x02" + f32 * 3 + sums + totals,
+        "fewer-accumulators": b"\x04" + f64,
+        "more-accumulators": b"\x08" + f64,
+        "no-sums": b"\x30" + f64,
+        "nan": b"\x00" + struct.pack("<d", float("nan")) * 16,
+        "negative-weight": b"\x01" + struct.pack("<d", -1.0) * 24,
+        "merge-overflow": b"\x41" + struct.pack("<d", 1.7e308) * 32,
+        "empty": b"\x00",
     }
 
 
@@ -270,6 +300,7 @@ def main(argv: list[str]) -> int:
             **template_updates(),
             **{k: v for k, v in plain.items() if k.startswith("vector")},
         },
+        "fuzz_restore": restore_inputs(),
     }
     for name, data in {**plain, **compressed}.items():
         if len(data) > 8192:

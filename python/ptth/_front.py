@@ -1155,7 +1155,8 @@ class Aggregator:
     def _weight(self, weight: object) -> float:
         w = _finite(weight, "weight", positive=True)
         if self._accumulate == "float32":
-            w32 = np.float32(w)
+            with np.errstate(over="ignore"):  # an overflow is the refusal below
+                w32 = np.float32(w)
             if not (np.isfinite(w32) and w32 >= np.finfo(np.float32).tiny):
                 raise ValueError(
                     f"weight {w!r} is outside float32's normal range (accumulate='float32')"
@@ -1358,14 +1359,10 @@ class Aggregator:
         """
         if isinstance(other, PartialAggregate):
             self._check_partial(other)
-            self._core.restore(
-                other.accumulators,
-                list(other.weight_sums),
-                other.count,
-                other.total_weight,
-                other.empty,
-                True,
+            accs, sums, count, total, empty = _state_values(
+                other.accumulators, other.weight_sums, other.count, other.total_weight, other.empty
             )
+            self._core.restore(accs, sums, count, total, empty, True)
             return
         if not isinstance(other, Aggregator):
             raise TypeError(
@@ -1653,23 +1650,40 @@ class Aggregator:
         }
 
 
+def _state_values(
+    accumulators: Any, weight_sums: Any, count: Any, total: Any, empty: Any
+) -> tuple[list[np.ndarray], list[float], int, float, int]:
+    """A saved state's fields as the engines take them; any that is not is ``bad_state``
+    (the engines check the rest against the template: sizes, dtypes, finiteness)."""
+    try:
+        accs = [np.asarray(a) for a in accumulators]
+        sums = [_real(s, "weight sum") for s in weight_sums]
+        values = (
+            _integer(count, "count", 0, _U64_MAX),
+            _real(total, "total_weight"),
+            _integer(empty, "empty", 0, _U64_MAX),
+        )
+    except (TypeError, ValueError) as exc:
+        raise PTTHError("bad_state", f"the aggregator state is not valid: {exc}") from None
+    return accs, sums, values[0], values[1], values[2]
+
+
+_U64_MAX = 2**64 - 1
+
+
 def _restore_aggregator(state: Any) -> Aggregator:
     """Rebuild a pickled Aggregator; a state that does not fit its template is ``bad_state``."""
     try:
         if not isinstance(state, dict) or state.get("version") != 1:
             raise ValueError("not a version-1 aggregator state")
         agg = Aggregator(state["template"], accumulate=state["accumulate"], **state["options"])
-        accs = [np.asarray(a) for a in state["accumulators"]]
-        count, total, empty = state["count"], state["total_weight"], state["empty"]
-        count = _integer(count, "count", 0)
-        empty = _integer(empty, "empty", 0)
-        total = _real(total, "total_weight")
-        sums = [_real(s, "weight sum") for s in state["weight_sums"]]
+        fields = (state["accumulators"], state["weight_sums"], state["count"])
+        fields += (state["total_weight"], state["empty"])
     except (KeyError, TypeError, ValueError) as exc:
         if isinstance(exc, PTTHError):
             raise
         raise PTTHError("bad_state", f"the aggregator state is not valid: {exc}") from None
-    agg._core.restore(accs, sums, count, total, empty, False)
+    agg._core.restore(*_state_values(*fields), False)
     return agg
 
 

@@ -10,7 +10,7 @@ import numpy as np
 
 import ptth
 
-from . import _cli_model
+from . import _cli_model, _front
 from ._cli_util import escape_name, parse_size, relabel_arg
 from .errors import PTTHError
 
@@ -28,21 +28,26 @@ def _inspect(args) -> int:
     fmt = "ptth" if args.file == "-" else _cli_model.inspect_format(args.file)
     if fmt != "ptth":
         return _cli_model.inspect_foreign(args.file, fmt)
-    dec = ptth.Decoder(
-        byteorder=args.byteorder, relabel_float32=args.relabel_float32, max_size=args.max_size
-    )
     rows, total, numel = [], 0, 0
     source = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")
     try:
-        while True:
-            chunk = source.read(1 << 20)
-            if not chunk:
-                break
+        size = _front._file_size(source)
+        chunk = source.read(1 << 20)
+        # Without --max-size a regular file bounds its own decode, as iter_load's does;
+        # a pipe keeps the default.
+        cap = args.max_size
+        if cap is None:
+            cap = _front._cap_for(size, memoryview(chunk[:4]))
+        dec = ptth.Decoder(
+            byteorder=args.byteorder, relabel_float32=args.relabel_float32, max_size=cap
+        )
+        while chunk:
             for name, arr in dec.feed(chunk):
                 shape = "x".join(map(str, arr.shape)) or "scalar"
                 rows.append((escape_name(name), shape, arr.dtype.name, arr.nbytes))
                 total += arr.nbytes
                 numel += arr.size
+            chunk = source.read(1 << 20)
         dec.close()
     finally:
         if source is not sys.stdin.buffer:
@@ -225,7 +230,8 @@ def _parser() -> argparse.ArgumentParser:
         type=parse_size,
         default=None,
         metavar="SIZE",
-        help="bound on the decoded size, e.g. 2GiB or unlimited (default 512MiB)",
+        help="bound on the decoded size, e.g. 2GiB or unlimited (default: what the file's "
+        "size allows; 512MiB for a pipe)",
     )
     ins.set_defaults(run=_inspect)
 
@@ -299,7 +305,10 @@ def main(argv=None) -> int:
     try:
         return args.run(args)
     except PTTHError as exc:
-        print(f"ptth: {args.file}: {exc}", file=sys.stderr)
+        hint = ""
+        if exc.reason == "too_large" and args.command == "inspect":
+            hint = " (ptth inspect: --max-size 2GiB or --max-size unlimited)"
+        print(f"ptth: {args.file}: {exc}{hint}", file=sys.stderr)
         return 1
     except OSError as exc:
         print(f"ptth: {exc}", file=sys.stderr)

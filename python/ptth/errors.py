@@ -29,6 +29,8 @@ REASONS: dict[str, str] = {
     "size_overflow": "numel * itemsize does not fit in 64 bits",
     "length_mismatch": "data_len differs from numel * itemsize",
     "trailing_bytes": "bytes follow the last record",
+    "ambiguous_byteorder": "byteorder 'auto' found no payload that tells the byte order, "
+    "but the two readings differ",
     "not_ptth": "the input is neither a PTTH blob nor a zlib, gzip or raw DEFLATE stream of one",
     # compressed input
     "too_large": "the decoded size would exceed max_size",

@@ -119,11 +119,14 @@ def chunk_sums(sq: np.ndarray) -> np.ndarray:
     """The sum of each 4096-element chunk of squares: 16 interleaved lanes added in
     order, then combined as the core's fixed binary tree."""
     chunks = -(-sq.size // CHUNK)
-    padded = np.zeros(chunks * CHUNK, np.float64)
+    # A lone short chunk adds only the rows it fills: the padding's +0.0 changes no lane
+    # (squares are >= +0), and a per-record cost of 256 steps made small records costly.
+    depth = CHUNK // LANES if chunks > 1 else -(-sq.size // LANES)
+    padded = np.zeros(chunks * depth * LANES, np.float64)
     padded[: sq.size] = sq
-    rows = padded.reshape(chunks, CHUNK // LANES, LANES)
+    rows = padded.reshape(chunks, depth, LANES)
     lanes = rows[:, 0, :].copy()
-    for k in range(1, CHUNK // LANES):
+    for k in range(1, depth):
         lanes += rows[:, k, :]
     pairs = lanes[:, 0::2] + lanes[:, 1::2]
     quads = pairs[:, 0::2] + pairs[:, 1::2]
@@ -250,6 +253,7 @@ class AggregatorCore:
         limit = 2**64 - 1 if wrapper == Wrapper.none else min(opts.max_size, self.blob_cap)
         copy = wrapper != Wrapper.none or opts.byteorder != ByteOrder.little
         state = {}
+        read_little = []  # parts read little-endian, for a later "auto" decision
 
         def on_header(name, dims, code, elem, offset, index, final):
             dtype = DType({"f4": 0, "f8": 1, "i4": 2, "f2": 3}[elem])
@@ -262,10 +266,50 @@ class AggregatorCore:
             prepared.parts.append(_Part(state["param"], array, offset, index))
             if order == ">":
                 prepared.result[5] = ">"
+            else:
+                read_little.append(array)
             if int(dtype) != code:
                 prepared.result[6] += 1
 
-        decode_view(view, copy, opts.byteorder, opts.relabel, limit, on_header, on_record)
+        def on_finish(reader):
+            # Under "auto" the blob's decision holds for every payload, also those read
+            # before it; a blob that never decided although a payload may read either
+            # way is refused.
+            if opts.byteorder != ByteOrder.auto:
+                return
+            if reader.byteorder == ">":
+                for array in read_little:  # owned: "auto" always copies
+                    array.byteswap(inplace=True)
+                prepared.result[5] = ">"
+            elif reader.byteorder is None and reader.ambiguity is not None:
+                record, offset, name = reader.ambiguity
+                raise PTTHError(
+                    "ambiguous_byteorder",
+                    "byteorder 'auto' cannot tell the byte order: no float32 payload reads "
+                    f"plausibly in one order only, and {name!r} reads differently in the two; "
+                    "pass byteorder='<' or '>'",
+                    offset=offset,
+                    record=record,
+                    name=name,
+                )
+
+        try:
+            decode_view(
+                view, copy, opts.byteorder, opts.relabel, limit, on_header, on_record, on_finish
+            )
+        except PTTHError as exc:
+            # The template's cap cannot be raised: say what it is rather than how to lift
+            # max_size.
+            if exc.reason != "too_large" or limit != self.blob_cap:
+                raise
+            raise PTTHError(
+                "too_large",
+                f"the upload would decode past {self.blob_cap} bytes, the most a valid update "
+                "of this template can be (every parameter as float64, plus headers)",
+                offset=exc.offset,
+                record=exc.record,
+                name=exc.name,
+            ) from None
         self._validate(prepared, opts)
         return prepared
 
@@ -456,6 +500,7 @@ class AggregatorCore:
         first._state.acquire()
         second._state.acquire()
         try:
+            self._check_merged_weights(other._sums, other._totals[1])
             for mine, theirs in zip(self._acc, other._acc):
                 np.add(mine, theirs, out=mine)
             with self._totals_lock:
@@ -464,6 +509,16 @@ class AggregatorCore:
         finally:
             second._state.release()
             first._state.release()
+
+    def _check_merged_weights(self, sums, total):
+        """(Under the exclusive lock.) Weight sums that overflow would turn every mean
+        into 0 without an error: refused before anything moves."""
+        with self._totals_lock:
+            finite = math.isfinite(self._totals[1] + total) and all(
+                math.isfinite(a + b) for a, b in zip(self._sums, sums)
+            )
+        if not finite:
+            raise PTTHError("overflow", "merging would overflow the round's weight sums (float64)")
 
     def totals(self):
         with self._totals_lock:
@@ -517,6 +572,8 @@ class AggregatorCore:
                 )
         self._state.acquire()
         try:
+            if merge:
+                self._check_merged_weights(sums, float(total))
             for mine, theirs in zip(self._acc, arrays):
                 if merge:
                     np.add(mine, theirs, out=mine)

@@ -100,11 +100,19 @@ class Pipeline:
 
 
 def decode_view(
-    view: memoryview, copy: bool, byteorder, relabel, max_size: int, on_header=None, on_record=None
+    view: memoryview,
+    copy: bool,
+    byteorder,
+    relabel,
+    max_size: int,
+    on_header=None,
+    on_record=None,
+    on_finish=None,
 ) -> list:
     """One-shot decode of a whole blob; the list of (name, array) in blob order.
 
-    ``on_header`` and ``on_record`` are the Reader's hooks (the aggregator's matcher).
+    ``on_header`` and ``on_record`` are the Reader's hooks (the aggregator's matcher);
+    ``on_finish(reader)`` runs once the blob is complete.
     """
     wrapper = detect_wrapper(view[:4])
     head = bytes(view[:4])
@@ -130,6 +138,8 @@ def decode_view(
         pipeline = Pipeline(reader, wrapper, head, view)
         records = list(pipeline.guarded(pipeline.drain()))
     pipeline.finish()
+    if on_finish is not None:
+        on_finish(reader)
     return records
 
 
@@ -151,7 +161,10 @@ class Decoder:
         self._reader_args = (byteorder, relabel, int(max_size))
         if max_size < 4:  # not even the magic fits: as the core's reader says at once
             raise PTTHError(
-                "too_large", f"the blob would exceed max_size ({max_size} bytes)", offset=0
+                "too_large",
+                f"the blob would exceed max_size ({max_size} bytes): pass a larger max_size, "
+                "or max_size=ptth.UNLIMITED for no limit",
+                offset=0,
             )
         self._head = bytearray()  # the first bytes, until the wrapper is known
         self._pipeline = None

@@ -58,11 +58,15 @@ def plausible_ints(words: np.ndarray) -> int:
     return int(np.count_nonzero((values > -SMALL_INT) & (values < SMALL_INT)))
 
 
+def plausible_mask(words: np.ndarray) -> np.ndarray:
+    """Which uint32 words look like float32 values of a sane magnitude."""
+    exponent = (words >> 23) & 0xFF
+    return ((words & 0x7FFFFFFF) == 0) | ((exponent >= 64) & (exponent <= 190))
+
+
 def plausible_words(words: np.ndarray) -> int:
     """How many uint32 words look like float32 values of a sane magnitude."""
-    exponent = (words >> 23) & 0xFF
-    plausible = ((words & 0x7FFFFFFF) == 0) | ((exponent >= 64) & (exponent <= 190))
-    return int(np.count_nonzero(plausible))
+    return int(np.count_nonzero(plausible_mask(words)))
 
 
 class Reader:
@@ -99,6 +103,10 @@ class Reader:
         self.byteorder = {ByteOrder.little: "<", ByteOrder.big: ">", ByteOrder.auto: None}[
             ByteOrder(byteorder)
         ]
+        #: under "auto", before a decision: (record, payload offset, name) of the first
+        #: float32 payload that scored a tie although some of its words read differently
+        #: in the two orders; None if there was none
+        self.ambiguity = None
         #: bytes consumed so far: the offset of the next byte
         self.offset = 0
         #: index of the record being read; None in the header and after the last record
@@ -158,7 +166,14 @@ class Reader:
     def _enter(self, item: str, size: int) -> None:
         self._item, self._start, self._size, self._filled = item, self.offset, size, 0
         if self._max_size is not None and self.offset + size > self._max_size:
-            raise self._error("too_large", self.offset)
+            raise PTTHError(
+                "too_large",
+                f"the blob would exceed max_size ({self._max_size} bytes): pass a larger "
+                "max_size, or max_size=ptth.UNLIMITED for no limit",
+                offset=self.offset,
+                record=self.index,
+                name=self._name,
+            )
 
     def _next_record(self) -> None:
         self._name = None
@@ -298,4 +313,12 @@ class Reader:
             be = plausible_words(words.byteswap())
             if be != le:
                 self.byteorder = ">" if be > le else "<"
+            elif self.ambiguity is None:
+                # A tie decides nothing; it matters if some word (anywhere in the
+                # payload) differs from its byte reversal and reads as a plausible
+                # float in one of the two orders.
+                every = np.frombuffer(payload, "<u4", self._numel, start)
+                swapped = every.byteswap()
+                if np.any((every != swapped) & (plausible_mask(every) | plausible_mask(swapped))):
+                    self.ambiguity = (self.index, self._start, self._name)
         return self.byteorder or "<"
