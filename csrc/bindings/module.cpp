@@ -119,7 +119,8 @@ bool c_contiguous(const py::array& a) {
 const void* in_data(const py::array& a, DType want, const char* what) {
   auto d = dtype_of(a);
   if (!d || *d != want)
-    throw py::type_error(std::string(what) + " must be a native-order " + dtype_name(want) + " array");
+    throw py::type_error(std::string(what) + " must be a native-order " + dtype_name(want) +
+                         " array");
   if (!c_contiguous(a)) throw py::value_error(std::string(what) + " must be C-contiguous");
   return a.data();
 }
@@ -471,7 +472,8 @@ class PyHold {
     const void* nz = nullptr;
     if (noise) {
       nz = in_data(*noise, agg_->accum() == Accum::f64 ? DType::float64 : DType::float32, "noise");
-      if (uint64_t(noise->size()) != agg_->numel(i)) throw py::value_error("noise has the wrong size");
+      if (uint64_t(noise->size()) != agg_->numel(i))
+        throw py::value_error("noise has the wrong size");
     }
     MaybeNoGil nogil(agg_->numel(i) * 8);
     agg_->output(h, i, spec, dst, *d, nz);
@@ -486,8 +488,7 @@ class PyAggregator {
  public:
   // templates: C-contiguous native arrays in template order; the Python
   // object keeps them (the core borrows their values).
-  PyAggregator(std::vector<std::string> names, py::list templates, Accum accum)
-      : keep_(templates) {
+  PyAggregator(std::vector<std::string> names, py::list templates, Accum accum) : keep_(templates) {
     if (names.size() != templates.size()) throw py::value_error("one name per template array");
     std::vector<TemplateParam> params;
     for (size_t i = 0; i < names.size(); ++i) {
@@ -589,8 +590,10 @@ class PyAggregator {
     }
     Aggregator::Totals t{count, total, empty};
     py::gil_scoped_release nogil;
-    if (merge) core_->merge_state(ptrs, sums, t);
-    else core_->restore(ptrs, sums, t);
+    if (merge)
+      core_->merge_state(ptrs, sums, t);
+    else
+      core_->restore(ptrs, sums, t);
   }
 
   uint64_t blob_cap() const { return core_->blob_cap(); }
@@ -723,36 +726,67 @@ PYBIND11_MODULE(_core, m) {
   m.def("decompress", &decompress, py::arg("data"), py::arg("wrapper"), py::arg("max_size"));
 
   using K = Kernels;
-  m.def("f32_to_f16", [](py::array x, py::array out) {
-    unary<float, uint16_t>(x, out, DType::float32, DType::float16, &K::f32_to_f16);
-  }, py::arg("x"), py::arg("out"));
-  m.def("f64_to_f16", [](py::array x, py::array out) {
-    unary<double, uint16_t>(x, out, DType::float64, DType::float16, &K::f64_to_f16);
-  }, py::arg("x"), py::arg("out"));
-  m.def("f16_to_f32", [](py::array x, py::array out) {
-    unary<uint16_t, float>(x, out, DType::float16, DType::float32, &K::f16_to_f32);
-  }, py::arg("x"), py::arg("out"));
-  m.def("sub_f32", [](py::array a, py::array b, py::array out) {
-    binary<float, float>(a, b, out, DType::float32, DType::float32, &K::sub_f32);
-  }, py::arg("updated"), py::arg("base"), py::arg("out"));
-  m.def("sub_f64", [](py::array a, py::array b, py::array out) {
-    binary<double, double>(a, b, out, DType::float64, DType::float64, &K::sub_f64);
-  }, py::arg("updated"), py::arg("base"), py::arg("out"));
-  m.def("sub_f32_to_f16", [](py::array a, py::array b, py::array out) {
-    binary<float, uint16_t>(a, b, out, DType::float32, DType::float16, &K::sub_f32_to_f16);
-  }, py::arg("updated"), py::arg("base"), py::arg("out"));
-  m.def("sub_f64_to_f16", [](py::array a, py::array b, py::array out) {
-    binary<double, uint16_t>(a, b, out, DType::float64, DType::float16, &K::sub_f64_to_f16);
-  }, py::arg("updated"), py::arg("base"), py::arg("out"));
-  m.def("axpy_f32", [](py::array base, float scale, py::array x, py::array out) {
-    axpy<float, float>(base, scale, x, out, DType::float32, DType::float32, &K::axpy_f32);
-  }, py::arg("base"), py::arg("scale"), py::arg("delta"), py::arg("out"));
-  m.def("axpy_f32_f16", [](py::array base, float scale, py::array x, py::array out) {
-    axpy<float, uint16_t>(base, scale, x, out, DType::float32, DType::float16, &K::axpy_f32_f16);
-  }, py::arg("base"), py::arg("scale"), py::arg("delta"), py::arg("out"));
-  m.def("axpy_f64", [](py::array base, double scale, py::array x, py::array out) {
-    axpy<double, double>(base, scale, x, out, DType::float64, DType::float64, &K::axpy_f64);
-  }, py::arg("base"), py::arg("scale"), py::arg("delta"), py::arg("out"));
+  m.def(
+      "f32_to_f16",
+      [](py::array x, py::array out) {
+        unary<float, uint16_t>(x, out, DType::float32, DType::float16, &K::f32_to_f16);
+      },
+      py::arg("x"), py::arg("out"));
+  m.def(
+      "f64_to_f16",
+      [](py::array x, py::array out) {
+        unary<double, uint16_t>(x, out, DType::float64, DType::float16, &K::f64_to_f16);
+      },
+      py::arg("x"), py::arg("out"));
+  m.def(
+      "f16_to_f32",
+      [](py::array x, py::array out) {
+        unary<uint16_t, float>(x, out, DType::float16, DType::float32, &K::f16_to_f32);
+      },
+      py::arg("x"), py::arg("out"));
+  m.def(
+      "sub_f32",
+      [](py::array a, py::array b, py::array out) {
+        binary<float, float>(a, b, out, DType::float32, DType::float32, &K::sub_f32);
+      },
+      py::arg("updated"), py::arg("base"), py::arg("out"));
+  m.def(
+      "sub_f64",
+      [](py::array a, py::array b, py::array out) {
+        binary<double, double>(a, b, out, DType::float64, DType::float64, &K::sub_f64);
+      },
+      py::arg("updated"), py::arg("base"), py::arg("out"));
+  m.def(
+      "sub_f32_to_f16",
+      [](py::array a, py::array b, py::array out) {
+        binary<float, uint16_t>(a, b, out, DType::float32, DType::float16, &K::sub_f32_to_f16);
+      },
+      py::arg("updated"), py::arg("base"), py::arg("out"));
+  m.def(
+      "sub_f64_to_f16",
+      [](py::array a, py::array b, py::array out) {
+        binary<double, uint16_t>(a, b, out, DType::float64, DType::float16, &K::sub_f64_to_f16);
+      },
+      py::arg("updated"), py::arg("base"), py::arg("out"));
+  m.def(
+      "axpy_f32",
+      [](py::array base, float scale, py::array x, py::array out) {
+        axpy<float, float>(base, scale, x, out, DType::float32, DType::float32, &K::axpy_f32);
+      },
+      py::arg("base"), py::arg("scale"), py::arg("delta"), py::arg("out"));
+  m.def(
+      "axpy_f32_f16",
+      [](py::array base, float scale, py::array x, py::array out) {
+        axpy<float, uint16_t>(base, scale, x, out, DType::float32, DType::float16,
+                              &K::axpy_f32_f16);
+      },
+      py::arg("base"), py::arg("scale"), py::arg("delta"), py::arg("out"));
+  m.def(
+      "axpy_f64",
+      [](py::array base, double scale, py::array x, py::array out) {
+        axpy<double, double>(base, scale, x, out, DType::float64, DType::float64, &K::axpy_f64);
+      },
+      py::arg("base"), py::arg("scale"), py::arg("delta"), py::arg("out"));
 
   py::class_<AddOptions>(m, "AddOptions")
       .def(py::init([](Kind kind, ByteOrder byteorder, Relabel relabel, uint64_t max_size,

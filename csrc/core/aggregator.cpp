@@ -17,11 +17,19 @@ constexpr uint64_t kBlock = uint64_t(1) << 20;  // elements per accumulator lock
 constexpr uint64_t kSubBlock = 32 * 1024;       // elements folded per upload in turn (stays in L2)
 constexpr size_t kChunk = 4096;                 // elements per conversion / statistics step
 
-uint64_t blocks_of(uint64_t numel) { return std::max<uint64_t>(1, (numel + kBlock - 1) / kBlock); }
-size_t accum_size(Accum a) { return a == Accum::f64 ? 8 : 4; }
-bool is_float(DType d) { return d != DType::int32; }
+uint64_t blocks_of(uint64_t numel) {
+  return std::max<uint64_t>(1, (numel + kBlock - 1) / kBlock);
+}
+size_t accum_size(Accum a) {
+  return a == Accum::f64 ? 8 : 4;
+}
+bool is_float(DType d) {
+  return d != DType::int32;
+}
 
-std::string quoted(const std::string& name) { return "'" + name + "'"; }
+std::string quoted(const std::string& name) {
+  return "'" + name + "'";
+}
 
 std::string shape_text(const uint64_t* dims, size_t ndim) {
   std::string s = "(";
@@ -103,8 +111,8 @@ Stats part_stats(DType dtype, const void* data, uint64_t numel, std::vector<doub
 
 // Statistics of T(x) - T(t) for a full update, and whether x itself was finite.
 template <typename T>
-Stats full_stats(DType xd, const void* x, DType td, const void* t, uint64_t numel,
-                 bool* x_finite, std::vector<double>& scratch, std::vector<float>& wide) {
+Stats full_stats(DType xd, const void* x, DType td, const void* t, uint64_t numel, bool* x_finite,
+                 std::vector<double>& scratch, std::vector<float>& wide) {
   Stats total;
   std::vector<T> xs(kChunk), ts(kChunk);
   for (uint64_t lo = 0; lo < numel; lo += kChunk) {
@@ -112,8 +120,10 @@ Stats full_stats(DType xd, const void* x, DType td, const void* t, uint64_t nume
     load_as(xd, x, lo, n, xs.data(), wide.data());
     load_as(td, t, lo, n, ts.data(), wide.data());
     Stats s;
-    if constexpr (sizeof(T) == 8) kernels().stats_sub_f64(xs.data(), ts.data(), n, &s);
-    else kernels().stats_sub_f32(xs.data(), ts.data(), n, &s);
+    if constexpr (sizeof(T) == 8)
+      kernels().stats_sub_f64(xs.data(), ts.data(), n, &s);
+    else
+      kernels().stats_sub_f32(xs.data(), ts.data(), n, &s);
     merge_stats(total, s);
   }
   // Only a non-finite difference needs to know whether x was finite (nonfinite vs overflow).
@@ -137,26 +147,41 @@ bool integral_int32(DType dtype, const void* data, uint64_t numel, std::vector<d
 
 // ---- folding --------------------------------------------------------------------
 
-void acc_same(double* acc, double w, const double* x, size_t n) { kernels().acc_f64_f64(acc, w, x, n); }
-void acc_same(float* acc, double w, const float* x, size_t n) { kernels().acc_f32_f32(acc, float(w), x, n); }
+void acc_same(double* acc, double w, const double* x, size_t n) {
+  kernels().acc_f64_f64(acc, w, x, n);
+}
+void acc_same(float* acc, double w, const float* x, size_t n) {
+  kernels().acc_f32_f32(acc, float(w), x, n);
+}
 
 // acc[lo..lo+n) += w * x, straight from the payload where a kernel takes its type.
-bool acc_direct(Accum accum, void* acc, double w, DType dtype, const void* x, uint64_t lo, size_t n) {
+bool acc_direct(Accum accum, void* acc, double w, DType dtype, const void* x, uint64_t lo,
+                size_t n) {
   const Kernels& k = kernels();
   const auto* p = static_cast<const uint8_t*>(x);
   if (accum == Accum::f64) {
     double* a = static_cast<double*>(acc) + lo;
     switch (dtype) {
-      case DType::float16: k.acc_f64_f16(a, w, reinterpret_cast<const uint16_t*>(p) + lo, n); return true;
-      case DType::float32: k.acc_f64_f32(a, w, reinterpret_cast<const float*>(p + 4 * lo), n); return true;
-      case DType::float64: k.acc_f64_f64(a, w, reinterpret_cast<const double*>(p + 8 * lo), n); return true;
+      case DType::float16:
+        k.acc_f64_f16(a, w, reinterpret_cast<const uint16_t*>(p) + lo, n);
+        return true;
+      case DType::float32:
+        k.acc_f64_f32(a, w, reinterpret_cast<const float*>(p + 4 * lo), n);
+        return true;
+      case DType::float64:
+        k.acc_f64_f64(a, w, reinterpret_cast<const double*>(p + 8 * lo), n);
+        return true;
       default: return false;
     }
   }
   float* a = static_cast<float*>(acc) + lo;
   switch (dtype) {
-    case DType::float16: k.acc_f32_f16(a, float(w), reinterpret_cast<const uint16_t*>(p) + lo, n); return true;
-    case DType::float32: k.acc_f32_f32(a, float(w), reinterpret_cast<const float*>(p + 4 * lo), n); return true;
+    case DType::float16:
+      k.acc_f32_f16(a, float(w), reinterpret_cast<const uint16_t*>(p) + lo, n);
+      return true;
+    case DType::float32:
+      k.acc_f32_f32(a, float(w), reinterpret_cast<const float*>(p + 4 * lo), n);
+      return true;
     default: return false;
   }
 }
@@ -172,20 +197,26 @@ bool store(const T* r, size_t n, DType out, void* dst, uint64_t lo, bool check) 
   switch (out) {
     case DType::float64: {
       auto* o = reinterpret_cast<double*>(d) + lo;
-      if constexpr (sizeof(T) == 8) std::memcpy(o, r, 8 * n);
-      else k.f32_to_f64(reinterpret_cast<const float*>(r), o, n);
+      if constexpr (sizeof(T) == 8)
+        std::memcpy(o, r, 8 * n);
+      else
+        k.f32_to_f64(reinterpret_cast<const float*>(r), o, n);
       return !check || k.all_finite_f64(o, n);
     }
     case DType::float32: {
       auto* o = reinterpret_cast<float*>(d) + lo;
-      if constexpr (sizeof(T) == 8) k.f64_to_f32(reinterpret_cast<const double*>(r), o, n);
-      else std::memcpy(o, r, 4 * n);
+      if constexpr (sizeof(T) == 8)
+        k.f64_to_f32(reinterpret_cast<const double*>(r), o, n);
+      else
+        std::memcpy(o, r, 4 * n);
       return !check || k.all_finite_f32(o, n);
     }
     case DType::float16: {
       auto* o = reinterpret_cast<uint16_t*>(d) + lo;
-      if constexpr (sizeof(T) == 8) k.f64_to_f16(reinterpret_cast<const double*>(r), o, n);
-      else k.f32_to_f16(reinterpret_cast<const float*>(r), o, n);
+      if constexpr (sizeof(T) == 8)
+        k.f64_to_f16(reinterpret_cast<const double*>(r), o, n);
+      else
+        k.f32_to_f16(reinterpret_cast<const float*>(r), o, n);
       return !check || k.all_finite_f16(o, n);
     }
     case DType::int32: {
@@ -206,8 +237,12 @@ bool store(const T* r, size_t n, DType out, void* dst, uint64_t lo, bool check) 
   return true;
 }
 
-void div_same(const double* a, double d, double* o, size_t n) { kernels().div_f64(a, d, o, n); }
-void div_same(const float* a, float d, float* o, size_t n) { kernels().div_f32(a, d, o, n); }
+void div_same(const double* a, double d, double* o, size_t n) {
+  kernels().div_f64(a, d, o, n);
+}
+void div_same(const float* a, float d, float* o, size_t n) {
+  kernels().div_f32(a, d, o, n);
+}
 void axpy_div_same(double* r, double lr, const double* a, double d, size_t n) {
   kernels().axpy_div_f64(r, lr, a, d, n);
 }
@@ -220,8 +255,10 @@ template <typename T>
 void template_as(const TemplateParam& tp, uint64_t lo, size_t n, T* r, float* wide) {
   const auto* p = static_cast<const uint8_t*>(tp.data);
   if constexpr (sizeof(T) == 8) {
-    if (tp.dtype == DType::float32) return kernels().f32_to_f64(reinterpret_cast<const float*>(p + 4 * lo), r, n);
-    if (tp.dtype == DType::float16) return kernels().f16_to_f64(reinterpret_cast<const uint16_t*>(p) + lo, r, n);
+    if (tp.dtype == DType::float32)
+      return kernels().f32_to_f64(reinterpret_cast<const float*>(p + 4 * lo), r, n);
+    if (tp.dtype == DType::float16)
+      return kernels().f16_to_f64(reinterpret_cast<const uint16_t*>(p) + lo, r, n);
   }
   load_as(tp.dtype, tp.data, lo, n, r, wide);
 }
@@ -247,8 +284,10 @@ bool output_pass(const T* acc, const TemplateParam& tp, uint64_t numel, double w
     }
     const T* res = s;
     if (spec.what == Output::mean) {
-      if (dd > 0) div_same(s, d, m.data(), n);
-      else std::fill(m.begin(), m.begin() + n, T(0));
+      if (dd > 0)
+        div_same(s, d, m.data(), n);
+      else
+        std::fill(m.begin(), m.begin() + n, T(0));
       res = m.data();
     } else if (spec.what == Output::apply) {
       template_as(tp, lo, n, r.data(), wide.data());
@@ -290,13 +329,18 @@ Aggregator::Aggregator(std::vector<TemplateParam> params, Accum accum) : accum_(
     uint64_t numel = 1;
     bool zero = false, overflow = false;
     for (uint64_t d : tp.dims) {
-      if (d == 0) zero = true;
-      else if (!checked_mul(numel, d, &numel)) overflow = true;
+      if (d == 0)
+        zero = true;
+      else if (!checked_mul(numel, d, &numel))
+        overflow = true;
     }
-    if (zero) numel = 0;
-    else if (overflow) throw std::invalid_argument("template parameter '" + tp.name + "' is too large");
+    if (zero)
+      numel = 0;
+    else if (overflow)
+      throw std::invalid_argument("template parameter '" + tp.name + "' is too large");
     uint64_t bytes;
-    if (!checked_mul(numel, 8, &bytes)) throw std::invalid_argument("template parameter '" + tp.name + "' is too large");
+    if (!checked_mul(numel, 8, &bytes))
+      throw std::invalid_argument("template parameter '" + tp.name + "' is too large");
     add_cap(4 + tp.name.size() + 4 + 4 * uint64_t(tp.dims.size()) + 4 + 4);
     add_cap(bytes);
     p.numel = numel;
@@ -330,8 +374,9 @@ size_t Aggregator::match(const std::string& name, const uint32_t* dims32, const 
                          uint64_t offset, int64_t record) const {
   auto it = index_.find(name);
   if (it == index_.end())
-    throw Error(Reason::unknown_name, "the update names " + quoted(name) + ", which the template lacks",
-                offset, record, name, true);
+    throw Error(Reason::unknown_name,
+                "the update names " + quoted(name) + ", which the template lacks", offset, record,
+                name, true);
   const TemplateParam& tp = params_[it->second].spec;
   std::vector<uint64_t> dims(ndim);
   for (size_t i = 0; i < ndim; ++i) dims[i] = dims32 ? dims32[i] : dims64[i];
@@ -353,8 +398,7 @@ size_t Aggregator::match(const std::string& name, const uint32_t* dims32, const 
 // the payloads: borrowed from the input where they can be, else owned.
 class MatchingSink : public RecordSink {
  public:
-  MatchingSink(const Aggregator& agg, const AddOptions& opts, bool copy,
-               Aggregator::Prepared& out)
+  MatchingSink(const Aggregator& agg, const AddOptions& opts, bool copy, Aggregator::Prepared& out)
       : agg_(agg), opts_(opts), collect_(copy), out_(out) {}
 
   uint8_t* payload_space(const RecordInfo& r, uint64_t have, size_t* room) override {
@@ -395,8 +439,8 @@ class MatchingSink : public RecordSink {
         const Reader::Ambiguity& a = reader.ambiguity();
         throw Error(Reason::ambiguous_byteorder,
                     "byteorder 'auto' cannot tell the byte order: no float32 payload reads "
-                    "plausibly in one order only, and " + quoted(a.name) +
-                        " reads differently in the two; pass byteorder='<' or '>'",
+                    "plausibly in one order only, and " +
+                        quoted(a.name) + " reads differently in the two; pass byteorder='<' or '>'",
                     a.offset, int64_t(a.record), a.name, true);
       }
     }
@@ -470,12 +514,12 @@ void Aggregator::prepare_arrays(const std::vector<UpdateArray>& arrays, double w
   for (size_t i = 0; i < arrays.size(); ++i) {
     const UpdateArray& a = arrays[i];
     if (!seen.emplace(a.name, i).second)
-      throw Error(Reason::duplicate_name, quoted(a.name) + " occurs twice in the update",
-                  kNoOffset, kNoRecord, a.name, true);
-    size_t p = match(a.name, nullptr, a.dims.data(), a.dims.size(), a.dtype, true, opts,
-                     kNoOffset, kNoRecord);
-    out.parts.push_back({p, a.dtype, static_cast<const uint8_t*>(a.data), params_[p].numel,
-                         kNoOffset, kNoRecord});
+      throw Error(Reason::duplicate_name, quoted(a.name) + " occurs twice in the update", kNoOffset,
+                  kNoRecord, a.name, true);
+    size_t p = match(a.name, nullptr, a.dims.data(), a.dims.size(), a.dtype, true, opts, kNoOffset,
+                     kNoRecord);
+    out.parts.push_back(
+        {p, a.dtype, static_cast<const uint8_t*>(a.data), params_[p].numel, kNoOffset, kNoRecord});
   }
   validate(out, opts);
 }
@@ -513,8 +557,9 @@ void Aggregator::validate(Prepared& p, const AddOptions& opts) const {
     if (!opts.allow_cast && param.spec.dtype == DType::int32 && is_float(part.dtype) &&
         !integral_int32(part.dtype, part.data, part.numel, scratch, wide))
       throw where(part, Reason::dtype_mismatch,
-                  name + " is int32 in the template but the update holds values that are not "
-                         "int32 integers (pass allow_cast=True to fold them anyway)");
+                  name +
+                      " is int32 in the template but the update holds values that are not "
+                      "int32 integers (pass allow_cast=True to fold them anyway)");
     if (s.maxabs > opts.max_abs)
       throw where(part, Reason::norm_exceeded,
                   name + " holds an element of magnitude " + std::to_string(s.maxabs) +
@@ -527,20 +572,21 @@ void Aggregator::validate(Prepared& p, const AddOptions& opts) const {
   p.result.max_abs = total.maxabs;
   const bool bounded = opts.clip_norm > 0 || opts.max_norm < kNoBound;
   if (bounded && !std::isfinite(p.result.norm))
-    throw Error(Reason::nonfinite, "the update's norm is not finite: it cannot be clipped or bounded");
+    throw Error(Reason::nonfinite,
+                "the update's norm is not finite: it cannot be clipped or bounded");
   if (p.result.norm > opts.max_norm)
     throw Error(Reason::norm_exceeded, "the update's L2 norm " + std::to_string(p.result.norm) +
                                            " exceeds max_norm=" + std::to_string(opts.max_norm));
-  p.result.factor = opts.clip_norm > 0 && p.result.norm > opts.clip_norm
-                        ? opts.clip_norm / p.result.norm
-                        : 1.0;
+  p.result.factor =
+      opts.clip_norm > 0 && p.result.norm > opts.clip_norm ? opts.clip_norm / p.result.norm : 1.0;
   p.scale = p.weight * p.result.factor;
   if (total.finite) {
     const double peak = p.scale * total.maxabs;
     const bool fits = accum_ == Accum::f64 ? std::isfinite(peak) : std::isfinite(float(peak));
     if (!fits)
-      throw Error(Reason::overflow, "weight x the update's largest element overflows the "
-                                    "accumulate dtype");
+      throw Error(Reason::overflow,
+                  "weight x the update's largest element overflows the "
+                  "accumulate dtype");
   }
   p.result.counted = !p.parts.empty() || opts.count_empty;
 }
@@ -570,7 +616,8 @@ void Aggregator::fold(const std::vector<Prepared*>& batch, Kind kind) {
   // Parameter by parameter, block by block: every upload of the batch in turn
   // on a block that stays in cache, in batch order (so the sums are the
   // sequential ones, bit for bit).
-  std::vector<std::vector<std::pair<const Prepared*, const Prepared::Part*>>> by_param(params_.size());
+  std::vector<std::vector<std::pair<const Prepared*, const Prepared::Part*>>> by_param(
+      params_.size());
   for (const Prepared* p : batch)
     for (const Prepared::Part& part : p->parts) by_param[part.param].push_back({p, &part});
   const size_t width = accum_size(accum_);
@@ -593,11 +640,15 @@ void Aggregator::fold(const std::vector<Prepared*>& batch, Kind kind) {
             for (uint64_t c = s; c < e; c += kChunk) {
               size_t m = size_t(std::min<uint64_t>(kChunk, e - c));
               if (accum_ == Accum::f64) {
-                load_as(part->dtype, part->data, c, m, reinterpret_cast<double*>(xs.data()), wide.data());
-                acc_same(reinterpret_cast<double*>(acc) + c, p->scale, reinterpret_cast<double*>(xs.data()), m);
+                load_as(part->dtype, part->data, c, m, reinterpret_cast<double*>(xs.data()),
+                        wide.data());
+                acc_same(reinterpret_cast<double*>(acc) + c, p->scale,
+                         reinterpret_cast<double*>(xs.data()), m);
               } else {
-                load_as(part->dtype, part->data, c, m, reinterpret_cast<float*>(xs.data()), wide.data());
-                acc_same(reinterpret_cast<float*>(acc) + c, p->scale, reinterpret_cast<float*>(xs.data()), m);
+                load_as(part->dtype, part->data, c, m, reinterpret_cast<float*>(xs.data()),
+                        wide.data());
+                acc_same(reinterpret_cast<float*>(acc) + c, p->scale,
+                         reinterpret_cast<float*>(xs.data()), m);
               }
             }
           }
@@ -631,7 +682,8 @@ void Aggregator::fold(const std::vector<Prepared*>& batch, Kind kind) {
   }
 }
 
-AddResult Aggregator::add_blob(const uint8_t* data, size_t n, double weight, const AddOptions& opts) {
+AddResult Aggregator::add_blob(const uint8_t* data, size_t n, double weight,
+                               const AddOptions& opts) {
   Prepared p;
   prepare_blob(data, n, weight, opts, p);
   fold({&p}, opts.kind);
@@ -646,15 +698,18 @@ AddResult Aggregator::add_arrays(const std::vector<UpdateArray>& arrays, double 
   return p.result;
 }
 
-std::vector<Outcome> Aggregator::add_many(const std::vector<Upload>& uploads, const AddOptions& opts) {
+std::vector<Outcome> Aggregator::add_many(const std::vector<Upload>& uploads,
+                                          const AddOptions& opts) {
   std::vector<Outcome> out(uploads.size());
   std::vector<Prepared> prepared(uploads.size());
   std::vector<Prepared*> valid;
   for (size_t i = 0; i < uploads.size(); ++i) {
     const Upload& u = uploads[i];
     try {
-      if (u.arrays) prepare_arrays(*u.arrays, u.weight, opts, prepared[i]);
-      else prepare_blob(u.data, u.size, u.weight, opts, prepared[i]);
+      if (u.arrays)
+        prepare_arrays(*u.arrays, u.weight, opts, prepared[i]);
+      else
+        prepare_blob(u.data, u.size, u.weight, opts, prepared[i]);
       valid.push_back(&prepared[i]);
     } catch (const Error& e) {
       out[i].error = std::make_unique<Error>(e);
@@ -717,10 +772,11 @@ void Aggregator::output(const Hold& hold, size_t i, const OutputSpec& spec, void
                 : output_pass(reinterpret_cast<const float*>(p.acc.get()), p.spec, p.numel, wsum,
                               spec, out, out_dtype, static_cast<const float*>(noise));
   if (!ok)
-    throw Error(Reason::overflow,
-                "the result for " + quoted(p.spec.name) + " does not fit " + dtype_name(out_dtype) +
-                    (out_dtype == DType::int32 ? " (out of range after rounding)" : " (not finite)"),
-                kNoOffset, kNoRecord, p.spec.name, true);
+    throw Error(
+        Reason::overflow,
+        "the result for " + quoted(p.spec.name) + " does not fit " + dtype_name(out_dtype) +
+            (out_dtype == DType::int32 ? " (out of range after rounding)" : " (not finite)"),
+        kNoOffset, kNoRecord, p.spec.name, true);
 }
 
 void Aggregator::check_state(const std::vector<const void*>& accs, const std::vector<double>& sums,
@@ -731,8 +787,9 @@ void Aggregator::check_state(const std::vector<const void*>& accs, const std::ve
                                        std::to_string(params_.size()) + " parameters");
   for (size_t i = 0; i < sums.size(); ++i)
     if (!(std::isfinite(sums[i]) && sums[i] >= 0))
-      throw Error(Reason::bad_state, "the weight sum of " + quoted(params_[i].spec.name) +
-                                         " is not a finite non-negative number",
+      throw Error(Reason::bad_state,
+                  "the weight sum of " + quoted(params_[i].spec.name) +
+                      " is not a finite non-negative number",
                   kNoOffset, kNoRecord, params_[i].spec.name, true);
   if (!(std::isfinite(totals.total_weight) && totals.total_weight >= 0))
     throw Error(Reason::bad_state, "the total weight is not a finite non-negative number");

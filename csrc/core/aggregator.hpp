@@ -60,9 +60,9 @@ struct AddOptions {
 };
 
 struct AddResult {
-  double norm = 0;        // L2 norm of the update before clipping (delta, or update - template)
-  double max_abs = 0;     // largest |element| of the same
-  double factor = 1;      // clipping factor applied: min(1, clip_norm / norm)
+  double norm = 0;     // L2 norm of the update before clipping (delta, or update - template)
+  double max_abs = 0;  // largest |element| of the same
+  double factor = 1;   // clipping factor applied: min(1, clip_norm / norm)
   uint32_t parameters = 0;
   uint64_t elements = 0;
   bool big_endian = false;  // payloads were read big-endian
@@ -143,9 +143,9 @@ class Aggregator {
   uint64_t blob_cap() const noexcept { return blob_cap_; }
 
   struct Totals {
-    uint64_t count = 0;     // contributions
+    uint64_t count = 0;  // contributions
     double total_weight = 0;
-    uint64_t empty = 0;     // updates with no parameters, not counted
+    uint64_t empty = 0;  // updates with no parameters, not counted
   };
   Totals totals() const;  // never waits for a snapshot
 
@@ -190,14 +190,14 @@ class Aggregator {
   // Match a record or an array to its parameter; throws unknown_name /
   // shape_mismatch / dtype_mismatch. `dtype_final` is false while a code-2
   // record's relabel decision is pending.
-  size_t match(const std::string& name, const uint32_t* dims32, const uint64_t* dims64,
-               size_t ndim, DType dtype, bool dtype_final, const AddOptions& opts,
-               uint64_t offset, int64_t record) const;
+  size_t match(const std::string& name, const uint32_t* dims32, const uint64_t* dims64, size_t ndim,
+               DType dtype, bool dtype_final, const AddOptions& opts, uint64_t offset,
+               int64_t record) const;
   void prepare_blob(const uint8_t* data, size_t n, double weight, const AddOptions& opts,
                     Prepared& out) const;
   void parse_blob(const uint8_t* data, size_t n, const AddOptions& o, Prepared& out) const;
-  void prepare_arrays(const std::vector<UpdateArray>& arrays, double weight,
-                      const AddOptions& opts, Prepared& out) const;
+  void prepare_arrays(const std::vector<UpdateArray>& arrays, double weight, const AddOptions& opts,
+                      Prepared& out) const;
   void validate(Prepared& p, const AddOptions& opts) const;
   void fold(const std::vector<Prepared*>& batch, Kind kind);
   void check_weight(double weight) const;

@@ -18,7 +18,7 @@ namespace {
 constexpr uint64_t kHeader = 64;
 constexpr uint64_t kMapAbove = uint64_t(64) << 10;  // smaller buffers come from the heap
 constexpr uint64_t kPage = 4096;
-constexpr uint64_t kHuge = uint64_t(2) << 20;        // a transparent huge page
+constexpr uint64_t kHuge = uint64_t(2) << 20;  // a transparent huge page
 constexpr uint64_t kDefaultPoolBytes = uint64_t(1) << 30;
 
 struct Header {
@@ -59,8 +59,8 @@ HugePages huge_mode() {
 // marked MADV_HUGEPAGE, so the kernel can back it with huge pages (a 100 MB
 // buffer faults 50 times instead of 24,000).
 void* map_region(uint64_t bytes) {
-  const bool huge = bytes >= kHuge && (huge_mode() == HugePages::madvise ||
-                                       huge_mode() == HugePages::always);
+  const bool huge =
+      bytes >= kHuge && (huge_mode() == HugePages::madvise || huge_mode() == HugePages::always);
   if (!huge) {
     void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     return p == MAP_FAILED ? nullptr : p;
@@ -185,7 +185,9 @@ uint8_t* buffer_alloc_zeroed(uint64_t n) {
   return p;
 }
 
-uint64_t buffer_capacity(const uint8_t* data) noexcept { return header_of(data)->capacity; }
+uint64_t buffer_capacity(const uint8_t* data) noexcept {
+  return header_of(data)->capacity;
+}
 
 uint8_t* buffer_grow(uint8_t* data, uint64_t n) {
   Header* h = header_of(data);
@@ -271,9 +273,13 @@ uint64_t buffer_release_pool() noexcept {
   }
 }
 
-PoolStats buffer_pool_stats() { return pool().stats(); }
+PoolStats buffer_pool_stats() {
+  return pool().stats();
+}
 
-HugePages huge_pages() noexcept { return huge_mode(); }
+HugePages huge_pages() noexcept {
+  return huge_mode();
+}
 
 const char* huge_pages_name(HugePages h) noexcept {
   switch (h) {

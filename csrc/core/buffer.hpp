@@ -15,11 +15,11 @@
 
 namespace ptth {
 
-uint8_t* buffer_alloc(uint64_t n);                 // capacity >= n (>= 1); throws std::bad_alloc
-uint8_t* buffer_alloc_zeroed(uint64_t n);          // the same, its first n bytes zero
-uint8_t* buffer_grow(uint8_t* data, uint64_t n);   // keeps the contents; may move; throws
+uint8_t* buffer_alloc(uint64_t n);                // capacity >= n (>= 1); throws std::bad_alloc
+uint8_t* buffer_alloc_zeroed(uint64_t n);         // the same, its first n bytes zero
+uint8_t* buffer_grow(uint8_t* data, uint64_t n);  // keeps the contents; may move; throws
 uint64_t buffer_capacity(const uint8_t* data) noexcept;
-void buffer_free(void* data) noexcept;             // null is fine
+void buffer_free(void* data) noexcept;  // null is fine
 // Address space for up to n bytes, not memory: a mapping with MAP_NORESERVE
 // whose pages cost only once touched (whole-buffer inflate writes into it).
 // Null when the system refuses the reservation.

@@ -41,7 +41,9 @@ Decoded decode(const uint8_t* p, size_t n, const ReadOptions& opts, bool copy) {
 }
 
 Decoder::Decoder(const ReadOptions& opts)
-    : opts_(opts), sink_(true, opts.prealloc), dec_(std::make_unique<StreamDecoder>(opts_, &sink_)) {}
+    : opts_(opts),
+      sink_(true, opts.prealloc),
+      dec_(std::make_unique<StreamDecoder>(opts_, &sink_)) {}
 
 void Decoder::check_open() const {
   if (state_ == State::closed) throw Error(Reason::closed, "the decoder is closed");

@@ -31,8 +31,8 @@ void stored_block(const uint8_t* p, size_t n, bool last, Bytes* out) {
   out->reserve(out->size() + n + 5 * pieces);
   for (size_t i = 0; i < pieces; ++i) {
     size_t k = std::min(kMaxStored, n - i * kMaxStored);
-    uint8_t head[5] = {uint8_t(last && i + 1 == pieces), uint8_t(k), uint8_t(k >> 8),
-                       uint8_t(~k), uint8_t(~k >> 8)};
+    uint8_t head[5] = {uint8_t(last && i + 1 == pieces), uint8_t(k), uint8_t(k >> 8), uint8_t(~k),
+                       uint8_t(~k >> 8)};
     out->insert(out->end(), head, head + 5);
     out->insert(out->end(), p + i * kMaxStored, p + i * kMaxStored + k);
   }
@@ -87,8 +87,7 @@ void isal_drain(isal_zstream* s, Scratch* out, size_t* used) {
     uint32_t before = s->avail_out;
     int rc = isal_deflate(s);
     *used += before - s->avail_out;
-    if (rc != COMP_OK)
-      throw std::runtime_error("isal_deflate failed: " + std::to_string(rc));
+    if (rc != COMP_OK) throw std::runtime_error("isal_deflate failed: " + std::to_string(rc));
   } while (s->avail_out == 0);
 }
 
@@ -210,7 +209,9 @@ int check_level(long level) {
   return int(level);
 }
 
-int isal_level(int level) noexcept { return level <= 3 ? 1 : level <= 6 ? 2 : 3; }
+int isal_level(int level) noexcept {
+  return level <= 3 ? 1 : level <= 6 ? 2 : 3;
+}
 
 const char* deflate_engine(int level) noexcept {
   if (level == 0) return "stored";
@@ -229,7 +230,9 @@ const char* isal_version() noexcept {
 #endif
 }
 
-const char* isal_origin() noexcept { return PTTH_ISAL_ORIGIN; }
+const char* isal_origin() noexcept {
+  return PTTH_ISAL_ORIGIN;
+}
 
 unsigned deflate_threads(size_t n, unsigned threads) noexcept {
   if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());

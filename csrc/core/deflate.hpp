@@ -24,8 +24,8 @@ constexpr size_t kDeflateWindow = size_t(1) << 15;
 const char* deflate_engine(int level) noexcept;
 // ISA-L's level for ptth's level 1..9: 1..3 -> 1, 4..6 -> 2, 7..9 -> 3.
 int isal_level(int level) noexcept;
-const char* isal_version() noexcept;   // "" when ISA-L is not built in
-const char* isal_origin() noexcept;    // "installed", "bundled-build" or "off: why"
+const char* isal_version() noexcept;  // "" when ISA-L is not built in
+const char* isal_origin() noexcept;   // "installed", "bundled-build" or "off: why"
 
 // Compresses a whole buffer (the pigz layout, docs/compression.md):
 // the input is cut into kDeflateBlock-sized blocks; block i is compressed as

@@ -7,8 +7,7 @@ namespace ptth {
 const char* reason_name(Reason r) noexcept {
   switch (r) {
 #define PTTH_REASON_NAME(name, text) \
-  case Reason::name:                 \
-    return #name;
+  case Reason::name: return #name;
     PTTH_REASONS(PTTH_REASON_NAME)
 #undef PTTH_REASON_NAME
   }
@@ -18,8 +17,7 @@ const char* reason_name(Reason r) noexcept {
 const char* reason_text(Reason r) noexcept {
   switch (r) {
 #define PTTH_REASON_TEXT(name, text) \
-  case Reason::name:                 \
-    return text;
+  case Reason::name: return text;
     PTTH_REASONS(PTTH_REASON_TEXT)
 #undef PTTH_REASON_TEXT
   }
@@ -81,12 +79,16 @@ bool valid_utf8(const uint8_t* p, size_t n) noexcept {
       len = 2;
     } else if (c >= 0xE0 && c <= 0xEF) {
       len = 3;
-      if (c == 0xE0) lo = 0xA0;        // no overlongs
-      else if (c == 0xED) hi = 0x9F;   // no surrogates
+      if (c == 0xE0)
+        lo = 0xA0;  // no overlongs
+      else if (c == 0xED)
+        hi = 0x9F;  // no surrogates
     } else if (c >= 0xF0 && c <= 0xF4) {
       len = 4;
-      if (c == 0xF0) lo = 0x90;        // no overlongs
-      else if (c == 0xF4) hi = 0x8F;   // nothing above U+10FFFF
+      if (c == 0xF0)
+        lo = 0x90;  // no overlongs
+      else if (c == 0xF4)
+        hi = 0x8F;  // nothing above U+10FFFF
     } else {
       return false;
     }
@@ -99,8 +101,14 @@ bool valid_utf8(const uint8_t* p, size_t n) noexcept {
   return true;
 }
 
-const char* compiler_id() noexcept { return PTTH_COMPILER; }
-const char* zlib_ng_version() noexcept { return ::zlibng_version(); }
-const char* zlib_ng_origin() noexcept { return PTTH_ZLIBNG_ORIGIN; }
+const char* compiler_id() noexcept {
+  return PTTH_COMPILER;
+}
+const char* zlib_ng_version() noexcept {
+  return ::zlibng_version();
+}
+const char* zlib_ng_origin() noexcept {
+  return PTTH_ZLIBNG_ORIGIN;
+}
 
 }  // namespace ptth

@@ -17,7 +17,9 @@ constexpr uint64_t kDefaultMaxSize = uint64_t(512) << 20;
 
 enum class DType : uint32_t { float32 = 0, float64 = 1, int32 = 2, float16 = 3 };
 
-inline bool valid_code(uint32_t code) noexcept { return code <= 3; }
+inline bool valid_code(uint32_t code) noexcept {
+  return code <= 3;
+}
 size_t itemsize(DType d) noexcept;
 const char* dtype_name(DType d) noexcept;
 

@@ -59,7 +59,9 @@ Inflater::Inflater(Wrapper w) : strm_(new zng_stream_s()) {
   if (rc != Z_OK) throw std::runtime_error("zng_inflateInit2 failed");
 }
 
-Inflater::~Inflater() { zng_inflateEnd(strm_.get()); }
+Inflater::~Inflater() {
+  zng_inflateEnd(strm_.get());
+}
 
 Inflater::Step Inflater::run(const uint8_t* in, size_t in_n, uint8_t* out, size_t out_n) {
   zng_stream* s = strm_.get();
@@ -78,7 +80,8 @@ Inflater::Step Inflater::run(const uint8_t* in, size_t in_n, uint8_t* out, size_
 void Inflater::raise(uint64_t offset, int64_t record) const {
   const char* msg = strm_->msg ? strm_->msg : "invalid compressed data";
   Reason r = Reason::stream_corrupt;
-  if (rc_ == Z_NEED_DICT) msg = "the stream needs a preset dictionary";
+  if (rc_ == Z_NEED_DICT)
+    msg = "the stream needs a preset dictionary";
   else if (std::strstr(msg, "incorrect data check") || std::strstr(msg, "incorrect length check"))
     r = Reason::bad_checksum;
   throw Error(r, msg, offset, record);
@@ -102,7 +105,8 @@ std::pair<Buffer, uint64_t> inflate_all(const uint8_t* p, size_t n, Wrapper w, u
   while (true) {
     uint64_t cap = std::min(buffer_capacity(out.get()), limit);
     if (used == cap) {
-      uint8_t* grown = buffer_grow(out.get(), std::min(2 * cap, limit));  // moves or frees the old block
+      uint8_t* grown =
+          buffer_grow(out.get(), std::min(2 * cap, limit));  // moves or frees the old block
       (void)out.release();
       out.reset(grown);
       cap = std::min(buffer_capacity(out.get()), limit);
@@ -113,8 +117,9 @@ std::pair<Buffer, uint64_t> inflate_all(const uint8_t* p, size_t n, Wrapper w, u
     used += step.produced;
     // Output past the limit came before the error that stopped the step.
     if (used > max_size)
-      throw Error(Reason::too_large, "the decompressed data exceeds max_size (" +
-                  std::to_string(max_size) + " bytes)", max_size, kNoRecord);
+      throw Error(Reason::too_large,
+                  "the decompressed data exceeds max_size (" + std::to_string(max_size) + " bytes)",
+                  max_size, kNoRecord);
     if (step.failed) inf.raise(used);
     if (inf.ended()) break;
     if (n == 0 && used < cap)
@@ -135,7 +140,6 @@ std::pair<Buffer, uint64_t> inflate_all(const uint8_t* p, size_t n, Wrapper w, u
 #ifdef PTTH_HAVE_LIBDEFLATE
 #include <libdeflate.h>
 #endif
-
 
 namespace ptth {
 
@@ -184,7 +188,9 @@ const char* libdeflate_version() noexcept {
 #endif
 }
 
-const char* libdeflate_origin() noexcept { return PTTH_LIBDEFLATE_ORIGIN; }
+const char* libdeflate_origin() noexcept {
+  return PTTH_LIBDEFLATE_ORIGIN;
+}
 
 namespace {
 
@@ -222,12 +228,9 @@ libdeflate_result libdeflate_run(Wrapper w, const uint8_t* p, size_t n, uint8_t*
                                  size_t* in_used, size_t* produced) {
   libdeflate_decompressor* d = thread_decompressor();
   switch (w) {
-    case Wrapper::zlib:
-      return libdeflate_zlib_decompress_ex(d, p, n, out, room, in_used, produced);
-    case Wrapper::gzip:
-      return libdeflate_gzip_decompress_ex(d, p, n, out, room, in_used, produced);
-    default:
-      return libdeflate_deflate_decompress_ex(d, p, n, out, room, in_used, produced);
+    case Wrapper::zlib: return libdeflate_zlib_decompress_ex(d, p, n, out, room, in_used, produced);
+    case Wrapper::gzip: return libdeflate_gzip_decompress_ex(d, p, n, out, room, in_used, produced);
+    default: return libdeflate_deflate_decompress_ex(d, p, n, out, room, in_used, produced);
   }
 }
 #endif

@@ -1,8 +1,8 @@
 // Element kernels (float16/32/64 conversion, delta, axpy, accumulate,
-// finiteness, validation stats, fused mean/apply outputs) behind a function table chosen once from the CPU's features, zlib-ng style:
-// one source file per instruction set in simd/ (scalar.cpp is the reference),
-// ISA flags set per file, so no vector instruction leaks into code that runs
-// on every CPU.
+// finiteness, validation stats, fused mean/apply outputs) behind a function table chosen once from
+// the CPU's features, zlib-ng style: one source file per instruction set in simd/ (scalar.cpp is
+// the reference), ISA flags set per file, so no vector instruction leaks into code that runs on
+// every CPU.
 //
 // Numerics, identical in every tier:
 // - f32->f16, f64->f16: round to nearest, ties to even, from the source value
@@ -84,9 +84,9 @@ const char* simd_note();
 // The defaults are the stats of no elements, so a running total can start
 // from Stats{} (still an aggregate: Stats{finite, sumsq, maxabs} works).
 struct Stats {
-  bool finite = true;  // no NaN, no +-inf
-  double sumsq = 0.0;  // the 16-lane sum of squares defined above
-  double maxabs = 0.0; // max |x|, exact
+  bool finite = true;   // no NaN, no +-inf
+  double sumsq = 0.0;   // the 16-lane sum of squares defined above
+  double maxabs = 0.0;  // max |x|, exact
 };
 
 struct Kernels {
@@ -140,7 +140,7 @@ struct Kernels {
   void (*axpy_div_f64)(double* r, double lr, const double* acc, double d, size_t n);
 };
 
-const Kernels& kernels();                // the active tier's table
-const Kernels& kernels_for(SimdTier);    // throws std::invalid_argument unless tier_available
+const Kernels& kernels();              // the active tier's table
+const Kernels& kernels_for(SimdTier);  // throws std::invalid_argument unless tier_available
 
 }  // namespace ptth

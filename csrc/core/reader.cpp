@@ -19,7 +19,9 @@ bool plausible(uint32_t w) {
   return (w & 0x7FFFFFFFu) == 0 || (e >= 64 && e <= 190);
 }
 
-uint32_t bswap32(uint32_t v) { return __builtin_bswap32(v); }
+uint32_t bswap32(uint32_t v) {
+  return __builtin_bswap32(v);
+}
 
 }  // namespace
 
@@ -59,8 +61,8 @@ void Reader::begin(State s, uint64_t need) {
 void Reader::feed(const uint8_t* p, size_t n, bool borrow) {
   while (n > 0) {
     if (state_ == State::done)
-      throw Error(Reason::trailing_bytes, std::to_string(n) + " bytes follow the last record",
-                  pos_, kNoRecord);
+      throw Error(Reason::trailing_bytes, std::to_string(n) + " bytes follow the last record", pos_,
+                  kNoRecord);
     if (state_ == State::payload && borrow) {
       if (have_ == 0 && n >= need_) {
         pos_ += need_;
@@ -86,19 +88,15 @@ void Reader::feed(const uint8_t* p, size_t n, bool borrow) {
 
 Reader::Want Reader::want() {
   switch (state_) {
-    case State::payload:
-    {
+    case State::payload: {
       size_t room = 0;
       uint8_t* dst = sink_->payload_space(rec_, have_, &room);
       payload_dst_ = dst - have_;
       return {dst, size_t(std::min<uint64_t>(room, need_ - have_))};
     }
-    case State::name:
-      return {scratch_, size_t(std::min<uint64_t>(need_ - have_, kNameStep))};
-    case State::done:
-      return {scratch_, 4};  // anything written here is trailing
-    default:
-      return {scratch_ + have_, size_t(need_ - have_)};
+    case State::name: return {scratch_, size_t(std::min<uint64_t>(need_ - have_, kNameStep))};
+    case State::done: return {scratch_, 4};  // anything written here is trailing
+    default: return {scratch_ + have_, size_t(need_ - have_)};
   }
 }
 
@@ -118,9 +116,7 @@ void Reader::commit(size_t n) {
 
 void Reader::item_complete() {
   switch (state_) {
-    case State::magic:
-      begin(State::version, 4);
-      break;
+    case State::magic: begin(State::version, 4); break;
     case State::version: {
       uint32_t v = load_be32(scratch_);
       if (v != kVersion)
@@ -130,8 +126,10 @@ void Reader::item_complete() {
     }
     case State::count:
       count_ = load_be32(scratch_);
-      if (count_ == 0) begin(State::done, 0);
-      else begin(State::name_len, 4);
+      if (count_ == 0)
+        begin(State::done, 0);
+      else
+        begin(State::name_len, 4);
       break;
     case State::name_len:
       rec_ = RecordInfo{};
@@ -195,11 +193,8 @@ void Reader::item_complete() {
       start_payload();
       break;
     }
-    case State::payload:
-      complete_record(payload_dst_);
-      break;
-    case State::done:
-      break;
+    case State::payload: complete_record(payload_dst_); break;
+    case State::done: break;
   }
 }
 
@@ -220,8 +215,10 @@ void Reader::complete_record(const uint8_t* payload) {
   payload_dst_ = nullptr;
   named_ = false;
   ++index_;
-  if (index_ == count_) begin(State::done, 0);
-  else begin(State::name_len, 4);
+  if (index_ == count_)
+    begin(State::done, 0);
+  else
+    begin(State::name_len, 4);
 }
 
 void Reader::decide_order(const uint8_t* payload, uint64_t nbytes) {
@@ -295,8 +292,7 @@ void byteswap_inplace(uint8_t* p, uint64_t n, size_t width) noexcept {
         std::memcpy(p + 8 * i, &v, 8);
       }
       break;
-    default:
-      break;
+    default: break;
   }
 }
 
@@ -306,7 +302,8 @@ uint8_t* CollectingSink::payload_space(const RecordInfo& r, uint64_t have, size_
   uint64_t want = r.nbytes <= prealloc_
                       ? r.nbytes
                       : std::min<uint64_t>(r.nbytes, std::max<uint64_t>(kFirst, 2 * have));
-  if (!pending_) pending_.reset(buffer_alloc(want));
+  if (!pending_)
+    pending_.reset(buffer_alloc(want));
   else if (buffer_capacity(pending_.get()) <= have) {
     uint8_t* grown = buffer_grow(pending_.get(), want);  // the old block is moved or freed
     (void)pending_.release();

@@ -47,9 +47,9 @@ struct RecordInfo {
                                  // only when on_record runs
   uint32_t code = 0;             // dtype code as written
   uint64_t numel = 0;
-  uint64_t nbytes = 0;           // == data_len
+  uint64_t nbytes = 0;  // == data_len
   uint64_t payload_offset = 0;
-  bool big_endian = false;       // final only when the sink's on_record runs
+  bool big_endian = false;  // final only when the sink's on_record runs
 };
 
 class RecordSink {
@@ -109,8 +109,19 @@ class Reader {
   int64_t current_record() const noexcept;
 
  private:
-  enum class State : uint8_t { magic, version, count, name_len, name, ndim, dims, dtype,
-                               data_len, payload, done };
+  enum class State : uint8_t {
+    magic,
+    version,
+    count,
+    name_len,
+    name,
+    ndim,
+    dims,
+    dtype,
+    data_len,
+    payload,
+    done
+  };
 
   void begin(State s, uint64_t need);
   void item_complete();

@@ -2,8 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
-#include <limits>
 #include <cstring>
+#include <limits>
 #include <stdexcept>
 #include <string>
 
@@ -94,11 +94,13 @@ uint64_t validate(const std::vector<WriteRecord>& records) {
   uint64_t total = kHeaderSize;
   for (const WriteRecord& r : records) {
     auto fail = [&](Reason reason, const std::string& what) {
-      throw Error(reason, "parameter '" + r.name + "': " + what, kNoOffset, kNoRecord, r.name, true);
+      throw Error(reason, "parameter '" + r.name + "': " + what, kNoOffset, kNoRecord, r.name,
+                  true);
     };
     if (!valid_utf8(reinterpret_cast<const uint8_t*>(r.name.data()), r.name.size()))
       fail(Reason::bad_name, "the name is not valid UTF-8");
-    if (r.name.size() > UINT32_MAX) fail(Reason::not_representable, "the name is longer than 2**32-1 bytes");
+    if (r.name.size() > UINT32_MAX)
+      fail(Reason::not_representable, "the name is longer than 2**32-1 bytes");
     if (r.dims.size() > kMaxDims) fail(Reason::not_representable, "more than 64 dims");
     for (uint64_t d : r.dims)
       if (d > UINT32_MAX) fail(Reason::not_representable, "a dim does not fit in 32 bits");

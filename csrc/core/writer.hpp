@@ -15,8 +15,8 @@ namespace ptth {
 enum class Convert : uint8_t { none, f32_to_f16, f64_to_f16, f64_to_f32 };
 
 struct WriteRecord {
-  std::string name;            // UTF-8
-  std::vector<uint64_t> dims;  // checked to fit in u32 by validate()
+  std::string name;              // UTF-8
+  std::vector<uint64_t> dims;    // checked to fit in u32 by validate()
   DType dtype = DType::float32;  // dtype as written
   const void* data = nullptr;    // numel elements of the source type
   uint64_t numel = 0;

@@ -45,9 +45,9 @@ struct Spec {
 
 const std::vector<Spec>& specs() {
   static const std::vector<Spec> s = {
-      {"w", {2}, DType::float32},          {"fc.weight", {2, 3}, DType::float16},
-      {"fc.bias", {}, DType::float64},     {"steps", {0}, DType::int32},
-      {"emb", {64, 80}, DType::float16},   {"count", {3}, DType::int32},
+      {"w", {2}, DType::float32},        {"fc.weight", {2, 3}, DType::float16},
+      {"fc.bias", {}, DType::float64},   {"steps", {0}, DType::int32},
+      {"emb", {64, 80}, DType::float16}, {"count", {3}, DType::int32},
   };
   return s;
 }
@@ -158,7 +158,9 @@ Aggregator& fresh_aggregator(Accum accum, int slot) {
   return *k.agg;
 }
 
-bool same_bits(double a, double b) { return std::memcmp(&a, &b, sizeof a) == 0; }
+bool same_bits(double a, double b) {
+  return std::memcmp(&a, &b, sizeof a) == 0;
+}
 
 bool same_result(const AddResult& a, const AddResult& b) {
   return same_bits(a.norm, b.norm) && same_bits(a.max_abs, b.max_abs) &&
@@ -192,30 +194,38 @@ constexpr Config kConfigs[] = {
     {Accum::f32, Kind::delta, ByteOrder::little, Relabel::automatic, true, false, 0, kNoBound,
      kNoBound, false},
     // DP-FedAvg style bounds.
-    {Accum::f64, Kind::delta, ByteOrder::automatic, Relabel::automatic, false, false, 0.5, 1e4,
-     1e3, true},
+    {Accum::f64, Kind::delta, ByteOrder::automatic, Relabel::automatic, false, false, 0.5, 1e4, 1e3,
+     true},
 };
 
 bool add_reason(Reason r) {
   switch (r) {
-    case Reason::unknown_name: case Reason::shape_mismatch: case Reason::dtype_mismatch:
-    case Reason::nonfinite: case Reason::norm_exceeded: case Reason::overflow:
-    case Reason::ambiguous_byteorder:
-      return true;
-    default:
-      return false;
+    case Reason::unknown_name:
+    case Reason::shape_mismatch:
+    case Reason::dtype_mismatch:
+    case Reason::nonfinite:
+    case Reason::norm_exceeded:
+    case Reason::overflow:
+    case Reason::ambiguous_byteorder: return true;
+    default: return false;
   }
 }
 
 bool blob_reason(Reason r) {
   switch (r) {
-    case Reason::bad_magic: case Reason::bad_version: case Reason::truncated:
-    case Reason::bad_name: case Reason::duplicate_name: case Reason::too_many_dims:
-    case Reason::bad_dtype: case Reason::size_overflow: case Reason::length_mismatch:
-    case Reason::trailing_bytes: case Reason::too_large: case Reason::not_ptth:
-      return true;
-    default:
-      return fuzz::is_stream_reason(r);
+    case Reason::bad_magic:
+    case Reason::bad_version:
+    case Reason::truncated:
+    case Reason::bad_name:
+    case Reason::duplicate_name:
+    case Reason::too_many_dims:
+    case Reason::bad_dtype:
+    case Reason::size_overflow:
+    case Reason::length_mismatch:
+    case Reason::trailing_bytes:
+    case Reason::too_large:
+    case Reason::not_ptth: return true;
+    default: return fuzz::is_stream_reason(r);
   }
 }
 
@@ -295,7 +305,8 @@ Reference decode_reference(const uint8_t* data, size_t size, const AddOptions& o
     ref.relabelled += uint32_t(c.info.dtype) != c.info.code;
   }
   for (const CollectedRecord& c : ref.records)
-    ref.arrays.push_back({c.info.name, std::vector<uint64_t>(c.info.dims.begin(), c.info.dims.end()),
+    ref.arrays.push_back({c.info.name,
+                          std::vector<uint64_t>(c.info.dims.begin(), c.info.dims.end()),
                           c.info.dtype, c.data});
   return ref;
 }
@@ -315,7 +326,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   for (const Config& c : kConfigs) {
     Aggregator* a = &fresh_aggregator(c.accum, 0);
     // A compressed upload may decode to no more than the template's cap.
-    const uint64_t justified = plain ? size : std::min<uint64_t>(1040 * uint64_t(size), a->blob_cap());
+    const uint64_t justified =
+        plain ? size : std::min<uint64_t>(1040 * uint64_t(size), a->blob_cap());
     const State before = state_of(*a);
     bool allow = c.allow_nonfinite;
     Try got;
@@ -348,9 +360,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                      after.totals.empty == before.totals.empty + (counted ? 0 : 1),
                  "count %llu / empty %llu after one add", (unsigned long long)after.totals.count,
                  (unsigned long long)after.totals.empty);
-      const double expect_factor = c.clip_norm > 0 && got.result.norm > c.clip_norm
-                                       ? c.clip_norm / got.result.norm
-                                       : 1.0;
+      const double expect_factor =
+          c.clip_norm > 0 && got.result.norm > c.clip_norm ? c.clip_norm / got.result.norm : 1.0;
       // (A NaN norm passes only when nothing bounds it.)
       FUZZ_CHECK(same_bits(got.result.factor, expect_factor) && !(got.result.norm > c.max_norm) &&
                      !(got.result.max_abs > c.max_abs),
@@ -369,15 +380,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       Aggregator* b = &fresh_aggregator(c.accum, 1);
       Try want = attempt([&] { return b->add_arrays(ref.arrays, weight, opts); });
       FUZZ_CHECK(got.ok == want.ok && (got.ok || got.reason == want.reason),
-                 "add_blob %s, add_arrays of its records %s", got.ok ? "ok" : reason_name(got.reason),
+                 "add_blob %s, add_arrays of its records %s",
+                 got.ok ? "ok" : reason_name(got.reason),
                  want.ok ? "ok" : reason_name(want.reason));
       if (got.ok) {
         FUZZ_CHECK(same_result(got.result, want.result), "results differ: norm %g / %g",
                    got.result.norm, want.result.norm);
-        FUZZ_CHECK(got.result.big_endian == ref.big_endian && got.result.relabelled == ref.relabelled,
-                   "add_blob says big_endian %d, %u relabelled; the records say %d, %u",
-                   int(got.result.big_endian), got.result.relabelled, int(ref.big_endian),
-                   ref.relabelled);
+        FUZZ_CHECK(
+            got.result.big_endian == ref.big_endian && got.result.relabelled == ref.relabelled,
+            "add_blob says big_endian %d, %u relabelled; the records say %d, %u",
+            int(got.result.big_endian), got.result.relabelled, int(ref.big_endian), ref.relabelled);
         FUZZ_CHECK(state_of(*a) == state_of(*b), "add_blob and add_arrays disagree (config %zu)",
                    size_t(&c - kConfigs));
       }
@@ -403,7 +415,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       });
       const bool ok = outs[i].error == nullptr;
       FUZZ_CHECK(ok == t.ok && (ok || outs[i].error->reason() == t.reason),
-                 "upload %zu: add_many %s, add %s", i, ok ? "ok" : reason_name(outs[i].error->reason()),
+                 "upload %zu: add_many %s, add %s", i,
+                 ok ? "ok" : reason_name(outs[i].error->reason()),
                  t.ok ? "ok" : reason_name(t.reason));
       if (ok) FUZZ_CHECK(same_result(outs[i].result, t.result), "upload %zu: results differ", i);
     }

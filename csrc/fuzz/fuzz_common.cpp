@@ -52,10 +52,14 @@ void free_hook(const volatile void*) {}
 
 }  // namespace
 
-void install_alloc_hooks() { __sanitizer_install_malloc_and_free_hooks(malloc_hook, free_hook); }
+void install_alloc_hooks() {
+  __sanitizer_install_malloc_and_free_hooks(malloc_hook, free_hook);
+}
 
 AllocLimit::AllocLimit(size_t bytes) : saved_(g_limit.exchange(bytes)) {}
-AllocLimit::~AllocLimit() { g_limit.store(saved_); }
+AllocLimit::~AllocLimit() {
+  g_limit.store(saved_);
+}
 
 }  // namespace fuzz
 
@@ -201,13 +205,19 @@ bool is_stream_reason(Reason r) {
 
 static bool is_reader_reason(Reason r) {
   switch (r) {
-    case Reason::bad_magic: case Reason::bad_version: case Reason::truncated:
-    case Reason::bad_name: case Reason::duplicate_name: case Reason::too_many_dims:
-    case Reason::bad_dtype: case Reason::size_overflow: case Reason::length_mismatch:
-    case Reason::trailing_bytes: case Reason::too_large: case Reason::not_ptth:
-      return true;
-    default:
-      return is_stream_reason(r);
+    case Reason::bad_magic:
+    case Reason::bad_version:
+    case Reason::truncated:
+    case Reason::bad_name:
+    case Reason::duplicate_name:
+    case Reason::too_many_dims:
+    case Reason::bad_dtype:
+    case Reason::size_overflow:
+    case Reason::length_mismatch:
+    case Reason::trailing_bytes:
+    case Reason::too_large:
+    case Reason::not_ptth: return true;
+    default: return is_stream_reason(r);
   }
 }
 
@@ -227,7 +237,8 @@ uint32_t word_at(const uint8_t* p, bool big) {
 // The payload as it lay in the input (the reader's flag says how it was turned).
 std::vector<uint8_t> wire_bytes(const Rec& r) {
   std::vector<uint8_t> w = r.host;
-  if (r.info.big_endian && !w.empty()) byteswap_inplace(w.data(), r.info.numel, itemsize(r.info.dtype));
+  if (r.info.big_endian && !w.empty())
+    byteswap_inplace(w.data(), r.info.numel, itemsize(r.info.dtype));
   return w;
 }
 
@@ -299,8 +310,8 @@ void check_outcome(const Outcome& o, const uint8_t* p, size_t n, const ReadOptio
     FUZZ_CHECK(r.dims.size() <= kMaxDims, "%s: record %zu: %zu dims", what, i, r.dims.size());
     FUZZ_CHECK(valid_code(r.code), "%s: record %zu: code %u", what, i, r.code);
     FUZZ_CHECK(opts.relabel != Relabel::off || uint32_t(r.dtype) == r.code,
-               "%s: record %zu: dtype %u for code %u without relabel", what, i,
-               unsigned(r.dtype), r.code);
+               "%s: record %zu: dtype %u for code %u without relabel", what, i, unsigned(r.dtype),
+               r.code);
     uint64_t numel = 0, nbytes = 0;
     FUZZ_CHECK(checked_numel(r.dims.data(), r.dims.size(), &numel) && numel == r.numel,
                "%s: record %zu: numel %llu", what, i, (unsigned long long)r.numel);
@@ -311,8 +322,7 @@ void check_outcome(const Outcome& o, const uint8_t* p, size_t n, const ReadOptio
                "%s: record %zu: shape NumPy cannot represent", what, i);
     uint64_t header = 4 + r.name.size() + 4 + 4 * uint64_t(r.dims.size()) + 8;
     FUZZ_CHECK(r.payload_offset == end + header, "%s: record %zu: payload at %llu, expected %llu",
-               what, i, (unsigned long long)r.payload_offset,
-               (unsigned long long)(end + header));
+               what, i, (unsigned long long)r.payload_offset, (unsigned long long)(end + header));
     end = r.payload_offset + r.nbytes;
     FUZZ_CHECK(end <= o.position, "%s: record %zu ends at %llu past the %llu bytes read", what, i,
                (unsigned long long)end, (unsigned long long)o.position);
@@ -325,8 +335,9 @@ void check_outcome(const Outcome& o, const uint8_t* p, size_t n, const ReadOptio
       FUZZ_CHECK(reinterpret_cast<uintptr_t>(o.records[i].data) % 64 == 0,
                  "%s: record %zu: owned payload not 64-byte aligned", what, i);
   }
-  if (o.ok) FUZZ_CHECK(end == o.position, "%s: success, but the records end at %llu of %llu", what,
-                       (unsigned long long)end, (unsigned long long)o.position);
+  if (o.ok)
+    FUZZ_CHECK(end == o.position, "%s: success, but the records end at %llu of %llu", what,
+               (unsigned long long)end, (unsigned long long)o.position);
 
   // The quirk decisions, recomputed from the wire bytes in record order.
   bool decided = opts.byteorder != ByteOrder::automatic;
@@ -336,9 +347,8 @@ void check_outcome(const Outcome& o, const uint8_t* p, size_t n, const ReadOptio
     const RecordInfo& r = o.records[i].info;
     const std::vector<uint8_t> wire = wire_bytes(o.records[i]);
     const DType want = expected_dtype(r, wire, opts.relabel, big);
-    FUZZ_CHECK(r.dtype == want, "%s: record %zu (code %u, %llu bytes): dtype %s, expected %s",
-               what, i, r.code, (unsigned long long)r.nbytes, dtype_name(r.dtype),
-               dtype_name(want));
+    FUZZ_CHECK(r.dtype == want, "%s: record %zu (code %u, %llu bytes): dtype %s, expected %s", what,
+               i, r.code, (unsigned long long)r.nbytes, dtype_name(r.dtype), dtype_name(want));
     if (!decided && r.dtype == DType::float32) {
       const Scores s = score_words(wire.data(), wire.size(), false);
       if (s.le != s.be) {
@@ -361,8 +371,8 @@ void check_outcome(const Outcome& o, const uint8_t* p, size_t n, const ReadOptio
                o.order_decided ? (o.order == ByteOrder::big ? "decided big" : "decided little")
                                : "did not decide",
                decided ? (big ? "big" : "little") : "undecided");
-    FUZZ_CHECK(o.ambiguous == ambiguous, "%s: ambiguity %d, expected %d", what,
-               int(o.ambiguous), int(ambiguous));
+    FUZZ_CHECK(o.ambiguous == ambiguous, "%s: ambiguity %d, expected %d", what, int(o.ambiguous),
+               int(ambiguous));
   }
 }
 
@@ -371,14 +381,14 @@ std::string describe(const Outcome& o) {
   if (o.ok) {
     s = "ok";
   } else {
-    s = std::string("error ") + reason_name(o.reason) + " offset=" +
-        (o.offset == kNoOffset ? std::string("none") : std::to_string(o.offset)) +
+    s = std::string("error ") + reason_name(o.reason) +
+        " offset=" + (o.offset == kNoOffset ? std::string("none") : std::to_string(o.offset)) +
         " record=" + std::to_string(o.record) + " (" + o.message + ")";
   }
-  s += ", " + std::to_string(o.records.size()) + " records, wrapper=" +
-       (o.wrapper_known ? wrapper_name(o.wrapper) : "?") + ", position=" +
-       std::to_string(o.position) + ", order=" +
-       (o.order_decided ? (o.order == ByteOrder::big ? ">" : "<") : "?") +
+  s += ", " + std::to_string(o.records.size()) +
+       " records, wrapper=" + (o.wrapper_known ? wrapper_name(o.wrapper) : "?") +
+       ", position=" + std::to_string(o.position) +
+       ", order=" + (o.order_decided ? (o.order == ByteOrder::big ? ">" : "<") : "?") +
        (o.ambiguous ? " (ambiguous)" : "");
   return s;
 }
@@ -395,8 +405,8 @@ void expect_same(const Outcome& a, const Outcome& b, const char* what) {
                    x.numel == y.numel && x.nbytes == y.nbytes &&
                    x.payload_offset == y.payload_offset && x.big_endian == y.big_endian,
                "%s: record %zu differs", what, i);
-    FUZZ_CHECK(a.records[i].host == b.records[i].host, "%s: record %zu: payload bytes differ",
-               what, i);
+    FUZZ_CHECK(a.records[i].host == b.records[i].host, "%s: record %zu: payload bytes differ", what,
+               i);
   }
 }
 

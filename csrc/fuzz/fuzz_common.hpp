@@ -13,16 +13,16 @@
 #include <vector>
 
 #include "core/inflate.hpp"
-#include "core/stream_decoder.hpp"
 #include "core/reader.hpp"
+#include "core/stream_decoder.hpp"
 
 namespace fuzz {
 
 // Prints "file:line: cond: message" and aborts (libFuzzer keeps the input).
 [[noreturn]] void fail_at(const char* file, int line, const char* cond, const char* fmt, ...)
     __attribute__((format(printf, 4, 5)));
-#define FUZZ_CHECK(cond, ...) \
-  do {                        \
+#define FUZZ_CHECK(cond, ...)                                             \
+  do {                                                                    \
     if (!(cond)) ::fuzz::fail_at(__FILE__, __LINE__, #cond, __VA_ARGS__); \
   } while (0)
 
@@ -55,13 +55,13 @@ struct Outcome {
   uint64_t offset = 0;
   int64_t record = 0;
   std::string message;
-  std::vector<Rec> records;      // on failure: the records completed before it
+  std::vector<Rec> records;  // on failure: the records completed before it
   bool wrapper_known = false;
   ptth::Wrapper wrapper = ptth::Wrapper::none;
-  uint64_t position = 0;         // bytes the reader consumed (decompressed)
-  bool order_decided = false;    // byteorder "auto": the reader's decision, as it ended
+  uint64_t position = 0;       // bytes the reader consumed (decompressed)
+  bool order_decided = false;  // byteorder "auto": the reader's decision, as it ended
   ptth::ByteOrder order = ptth::ByteOrder::little;
-  bool ambiguous = false;        // an undecided tie that reads differently in the two orders
+  bool ambiguous = false;  // an undecided tie that reads differently in the two orders
 };
 
 // loads(): one feed of the whole input with borrow, then finish().

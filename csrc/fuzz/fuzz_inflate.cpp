@@ -25,8 +25,8 @@ using namespace ptth;
 
 namespace {
 
-constexpr uint64_t kMaxSizes[16] = {0,   1,   3,    4,    11,   12,    13,    40,
-                                    41,  113, 160, 1000, 4096, 65535, 65536, uint64_t(1) << 20};
+constexpr uint64_t kMaxSizes[16] = {0,  1,   3,   4,    11,   12,    13,    40,
+                                    41, 113, 160, 1000, 4096, 65535, 65536, uint64_t(1) << 20};
 
 struct Inflated {
   bool ok = false;
@@ -54,8 +54,8 @@ void check_inflated(const Inflated& r, uint64_t max_size, const char* what) {
                (unsigned long long)max_size);
     return;
   }
-  FUZZ_CHECK(r.reason == Reason::too_large || fuzz::is_stream_reason(r.reason),
-             "%s: reason %s", what, reason_name(r.reason));
+  FUZZ_CHECK(r.reason == Reason::too_large || fuzz::is_stream_reason(r.reason), "%s: reason %s",
+             what, reason_name(r.reason));
   if (r.reason == Reason::too_large)
     FUZZ_CHECK(r.offset == max_size, "%s: too_large at %llu, max_size %llu", what,
                (unsigned long long)r.offset, (unsigned long long)max_size);
@@ -81,8 +81,8 @@ void check_whole(const uint8_t* p, size_t n, Wrapper w, uint64_t max_size, const
     // the streaming path, and both give the same bytes.
     FUZZ_CHECK(all.ok, "%s succeeded where inflate_all fails with %s at %llu", what,
                reason_name(all.reason), (unsigned long long)all.offset);
-    FUZZ_CHECK(size == all.out.size() && (size == 0 || std::memcmp(out.get(), all.out.data(),
-                                                                   size_t(size)) == 0),
+    FUZZ_CHECK(size == all.out.size() &&
+                   (size == 0 || std::memcmp(out.get(), all.out.data(), size_t(size)) == 0),
                "%s: %llu bytes differ from inflate_all's %zu", what, (unsigned long long)size,
                all.out.size());
   }

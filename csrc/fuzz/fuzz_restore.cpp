@@ -120,7 +120,9 @@ Snapshot snapshot(Aggregator& agg) {
   return s;
 }
 
-bool same_bits(const void* a, const void* b, size_t n) { return std::memcmp(a, b, n) == 0; }
+bool same_bits(const void* a, const void* b, size_t n) {
+  return std::memcmp(a, b, n) == 0;
+}
 
 bool same(const Snapshot& x, const Snapshot& y) {
   if (x.accs != y.accs || x.sums.size() != y.sums.size()) return false;
@@ -130,7 +132,9 @@ bool same(const Snapshot& x, const Snapshot& y) {
          same_bits(&x.totals.total_weight, &y.totals.total_weight, sizeof(double));
 }
 
-bool valid_number(double v) { return std::isfinite(v) && v >= 0; }
+bool valid_number(double v) {
+  return std::isfinite(v) && v >= 0;
+}
 
 // acc + x in T, element by element: what merging one accumulator gives.
 template <typename T>
@@ -216,8 +220,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* input, size_t size) {
   bool ok = false;
   Reason reason = Reason::closed;
   try {
-    if (merge) agg->merge_state(ptrs, sums, totals);
-    else agg->restore(ptrs, sums, totals);
+    if (merge)
+      agg->merge_state(ptrs, sums, totals);
+    else
+      agg->restore(ptrs, sums, totals);
     ok = true;
   } catch (const Error& e) {
     reason = e.reason();
@@ -225,7 +231,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* input, size_t size) {
   const Snapshot after = snapshot(*agg);
   FUZZ_CHECK(ok == (valid && !overflows), "%s of a state the rules call %s: %s",
              merge ? "merge_state" : "restore",
-             !valid ? "invalid" : overflows ? "overflowing" : "valid",
+             !valid      ? "invalid"
+             : overflows ? "overflowing"
+                         : "valid",
              ok ? "accepted" : reason_name(reason));
   if (!ok) {
     FUZZ_CHECK(reason == (valid ? Reason::overflow : Reason::bad_state), "failed with %s",
@@ -241,8 +249,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* input, size_t size) {
       want.accs[i] = given_bytes;
       want.sums[i] = sums[i];
     } else {
-      if (accum == Accum::f64) add_into<double>(want.accs[i], given_bytes);
-      else add_into<float>(want.accs[i], given_bytes);
+      if (accum == Accum::f64)
+        add_into<double>(want.accs[i], given_bytes);
+      else
+        add_into<float>(want.accs[i], given_bytes);
       want.sums[i] = want.sums[i] + sums[i];
     }
   }
@@ -253,7 +263,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* input, size_t size) {
     want.totals.total_weight = want.totals.total_weight + totals.total_weight;
     want.totals.empty += totals.empty;
   }
-  FUZZ_CHECK(same(want, after), "%s did not hold the given state", merge ? "merge_state" : "restore");
+  FUZZ_CHECK(same(want, after), "%s did not hold the given state",
+             merge ? "merge_state" : "restore");
 
   // It keeps working: an add (which may overflow a huge state) and every output.
   std::vector<float> e = {1, 2, 3, 4, 5};
@@ -261,7 +272,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* input, size_t size) {
   try {
     agg->add_arrays({{"e", {5}, DType::float32, e.data()}}, 1.0, plain);
   } catch (const Error& err) {
-    FUZZ_CHECK(err.reason() == Reason::overflow, "add after restore: %s", reason_name(err.reason()));
+    FUZZ_CHECK(err.reason() == Reason::overflow, "add after restore: %s",
+               reason_name(err.reason()));
   }
   Aggregator::Hold hold(*agg);
   std::vector<uint8_t> out(64 * 8);

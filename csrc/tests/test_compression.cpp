@@ -3,8 +3,8 @@
 // same bytes, and the whole-buffer path either agrees with inflate_all or
 // declines (returns false) where inflate_all fails.
 #include <cstring>
-#include <stdexcept>
 #include <random>
+#include <stdexcept>
 #include <thread>
 
 #include "core/deflate.hpp"
@@ -20,9 +20,9 @@ Bytes make_data(size_t n, unsigned seed, int kind) {
   Bytes d(n);
   for (size_t i = 0; i < n; ++i) {
     switch (kind) {
-      case 0: d[i] = uint8_t(rng() & 3); break;                // low entropy
-      case 1: d[i] = uint8_t(rng()); break;                    // incompressible
-      case 2: d[i] = uint8_t(i % 251 < 200 ? 0 : rng()); break;  // long matches
+      case 0: d[i] = uint8_t(rng() & 3); break;                              // low entropy
+      case 1: d[i] = uint8_t(rng()); break;                                  // incompressible
+      case 2: d[i] = uint8_t(i % 251 < 200 ? 0 : rng()); break;              // long matches
       default: d[i] = uint8_t((i & 1) ? 0x1A + (rng() & 1) : rng()); break;  // float16-like
     }
   }
@@ -48,8 +48,15 @@ Reason inflate_all_reason(const Bytes& z, Wrapper w, uint64_t max_size) {
 }
 
 void round_trips() {
-  const size_t sizes[] = {0, 1, 100, 65535, 65536, kDeflateBlock - 1, kDeflateBlock,
-                          kDeflateBlock + 1, 2 * kDeflateBlock + 12345};
+  const size_t sizes[] = {0,
+                          1,
+                          100,
+                          65535,
+                          65536,
+                          kDeflateBlock - 1,
+                          kDeflateBlock,
+                          kDeflateBlock + 1,
+                          2 * kDeflateBlock + 12345};
   for (int kind = 0; kind < 4; ++kind) {
     for (size_t n : sizes) {
       Bytes d = make_data(n, unsigned(n + kind), kind);
@@ -126,8 +133,10 @@ void bombs_decline() {
     // runs of zeros as static blocks); the data is not a valid blob: the whole-buffer
     // path does not parse it, the caller does
     bool ok = inflate_whole(z.data(), z.size(), w, d.size(), &out, &size);
-    if (ok) CHECK(size == d.size() && std::memcmp(out.get(), d.data(), d.size()) == 0);
-    else CHECK(inflate_all_reason(z, w, d.size()) == Reason::closed);
+    if (ok)
+      CHECK(size == d.size() && std::memcmp(out.get(), d.data(), d.size()) == 0);
+    else
+      CHECK(inflate_all_reason(z, w, d.size()) == Reason::closed);
   }
 }
 

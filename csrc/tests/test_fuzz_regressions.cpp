@@ -6,8 +6,8 @@
 #include <vector>
 
 #include "core/inflate.hpp"
-#include "core/stream_decoder.hpp"
 #include "core/reader.hpp"
+#include "core/stream_decoder.hpp"
 #include "tests/check.hpp"
 
 using namespace ptth;

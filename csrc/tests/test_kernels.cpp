@@ -37,8 +37,8 @@
 #include <utility>
 #include <vector>
 
-#include "core/simd/cpu.hpp"
 #include "core/kernels.hpp"
+#include "core/simd/cpu.hpp"
 
 using ptth::Kernels;
 using ptth::SimdTier;
@@ -66,12 +66,12 @@ std::string fmt(const char* f, ...) {
   return buf;
 }
 
-#define CHECK(cond)                                    \
-  do {                                                 \
-    if (!(cond)) fail(__FILE__, __LINE__, #cond);      \
+#define CHECK(cond)                               \
+  do {                                            \
+    if (!(cond)) fail(__FILE__, __LINE__, #cond); \
   } while (0)
-#define CHECK_MSG(cond, ...)                                \
-  do {                                                      \
+#define CHECK_MSG(cond, ...)                                 \
+  do {                                                       \
     if (!(cond)) fail(__FILE__, __LINE__, fmt(__VA_ARGS__)); \
   } while (0)
 
@@ -127,8 +127,12 @@ const HalfTable& table() {
 }
 
 // The spec'd NaN results (kernels.hpp): quiet, sign and top payload bits kept.
-uint16_t nan_half_from_f32(uint32_t x) { return uint16_t(((x >> 16) & 0x8000) | 0x7e00 | ((x >> 13) & 0x3ff)); }
-uint16_t nan_half_from_f64(uint64_t x) { return uint16_t(((x >> 48) & 0x8000) | 0x7e00 | ((x >> 42) & 0x3ff)); }
+uint16_t nan_half_from_f32(uint32_t x) {
+  return uint16_t(((x >> 16) & 0x8000) | 0x7e00 | ((x >> 13) & 0x3ff));
+}
+uint16_t nan_half_from_f64(uint64_t x) {
+  return uint16_t(((x >> 48) & 0x8000) | 0x7e00 | ((x >> 42) & 0x3ff));
+}
 
 // Nearest half to a non-NaN double, ties to even, by search.
 uint16_t oracle_half(double v) {
@@ -144,27 +148,54 @@ uint16_t oracle_half_f64(double v) {
   return std::isnan(v) ? nan_half_from_f64(bits<uint64_t>(v)) : oracle_half(v);
 }
 
-bool is_nan_half(uint16_t h) { return (h & 0x7c00) == 0x7c00 && (h & 0x3ff); }
+bool is_nan_half(uint16_t h) {
+  return (h & 0x7c00) == 0x7c00 && (h & 0x3ff);
+}
 
 // Equal bits, or both NaN (arithmetic NaN payloads are the hardware's).
-bool same(float a, float b) { return bits<uint32_t>(a) == bits<uint32_t>(b) || (std::isnan(a) && std::isnan(b)); }
-bool same(double a, double b) { return bits<uint64_t>(a) == bits<uint64_t>(b) || (std::isnan(a) && std::isnan(b)); }
-bool same(uint16_t a, uint16_t b) { return a == b || (is_nan_half(a) && is_nan_half(b)); }
-uint64_t show(float v) { return bits<uint32_t>(v); }
-uint64_t show(double v) { return bits<uint64_t>(v); }
-uint64_t show(uint16_t v) { return v; }
+bool same(float a, float b) {
+  return bits<uint32_t>(a) == bits<uint32_t>(b) || (std::isnan(a) && std::isnan(b));
+}
+bool same(double a, double b) {
+  return bits<uint64_t>(a) == bits<uint64_t>(b) || (std::isnan(a) && std::isnan(b));
+}
+bool same(uint16_t a, uint16_t b) {
+  return a == b || (is_nan_half(a) && is_nan_half(b));
+}
+uint64_t show(float v) {
+  return bits<uint32_t>(v);
+}
+uint64_t show(double v) {
+  return bits<uint64_t>(v);
+}
+uint64_t show(uint16_t v) {
+  return v;
+}
 
 // ------------------------------------------------------------ generators ---
 
 std::mt19937_64 g_rng(0x5eed1234abcdull);
 
 float gen_f32() {
-  static const float specials[] = {0.0f, -0.0f, 1.0f, -1.0f, 65504.0f, 65520.0f, -65520.0f, 65519.996f,
-                                   6.1035156e-05f, 5.9604645e-08f, 2.9802322e-08f, 2.9802326e-08f,
-                                   1e-45f, 1.1754942e-38f, 3.4028235e38f,
+  static const float specials[] = {0.0f,
+                                   -0.0f,
+                                   1.0f,
+                                   -1.0f,
+                                   65504.0f,
+                                   65520.0f,
+                                   -65520.0f,
+                                   65519.996f,
+                                   6.1035156e-05f,
+                                   5.9604645e-08f,
+                                   2.9802322e-08f,
+                                   2.9802326e-08f,
+                                   1e-45f,
+                                   1.1754942e-38f,
+                                   3.4028235e38f,
                                    std::numeric_limits<float>::infinity(),
                                    -std::numeric_limits<float>::infinity(),
-                                   std::numeric_limits<float>::quiet_NaN(), bits<float>(0x7f800001u),
+                                   std::numeric_limits<float>::quiet_NaN(),
+                                   bits<float>(0x7f800001u),
                                    bits<float>(0xffc12345u)};
   const uint64_t r = g_rng();
   switch (r % 10) {
@@ -208,19 +239,22 @@ T gen_finite();
 template <>
 float gen_finite<float>() {
   float v;
-  do v = gen_f32(); while (!std::isfinite(v));
+  do v = gen_f32();
+  while (!std::isfinite(v));
   return v;
 }
 template <>
 double gen_finite<double>() {
   double v;
-  do v = gen_f64(); while (!std::isfinite(v));
+  do v = gen_f64();
+  while (!std::isfinite(v));
   return v;
 }
 template <>
 uint16_t gen_finite<uint16_t>() {
   uint16_t v;
-  do v = gen_f16(); while ((v & 0x7c00) == 0x7c00);
+  do v = gen_f16();
+  while ((v & 0x7c00) == 0x7c00);
   return v;
 }
 
@@ -286,7 +320,7 @@ void test_f32_to_f16_exhaustive(const std::vector<SimdTier>& tiers, bool quick) 
   std::vector<uint16_t> want(kChunk), got(kChunk);
   std::vector<double> tier_time(tiers.size(), 0.0);
   double oracle_time = 0;
-  size_t k = 0;          // current half code (positive), oracle state
+  size_t k = 0;  // current half code (positive), oracle state
   uint32_t prev_mag = 0;
   uint64_t x = 0, checked = 0;
   while (x <= 0xffffffffull) {
@@ -339,28 +373,23 @@ void test_known_values(const std::vector<SimdTier>& tiers) {
       {0x47800000, 0x7c00},  // 65536
       {0x7f7fffff, 0x7c00},  // FLT_MAX
       {0x33000000, 0x0000},  // 2^-25: tie between 0 and the smallest subnormal -> 0
-      {0x33000001, 0x0001},
-      {0x33c00000, 0x0002},  // 1.5 * 2^-24: tie -> even (2)
-      {0x387fc000, 0x03ff},  // largest subnormal
+      {0x33000001, 0x0001}, {0x33c00000, 0x0002},  // 1.5 * 2^-24: tie -> even (2)
+      {0x387fc000, 0x03ff},                        // largest subnormal
       {0x387fe000, 0x0400},  // tie between largest subnormal and smallest normal
-      {0x3f800000, 0x3c00},
-      {0xbf800000, 0xbc00},
-      {0x3f801000, 0x3c00},  // 1 + 2^-11: tie -> even
-      {0x3f803000, 0x3c02},  // 1 + 3*2^-11: tie -> even
-      {0x80000001, 0x8000},  // -denormal -> -0
-      {0x7f800000, 0x7c00},
-      {0xff800000, 0xfc00},
-      {0x7fc00000, 0x7e00},
-      {0xffc00000, 0xfe00},
-      {0x7f800001, 0x7e00},  // sNaN quieted (NumPy: 0x7c01)
-      {0xffa00000, 0xff00},  // sNaN quieted (NumPy: 0xfd00)
+      {0x3f800000, 0x3c00}, {0xbf800000, 0xbc00}, {0x3f801000, 0x3c00},  // 1 + 2^-11: tie -> even
+      {0x3f803000, 0x3c02},                                              // 1 + 3*2^-11: tie -> even
+      {0x80000001, 0x8000},                                              // -denormal -> -0
+      {0x7f800000, 0x7c00}, {0xff800000, 0xfc00}, {0x7fc00000, 0x7e00},
+      {0xffc00000, 0xfe00}, {0x7f800001, 0x7e00},  // sNaN quieted (NumPy: 0x7c01)
+      {0xffa00000, 0xff00},                        // sNaN quieted (NumPy: 0xfd00)
   };
   for (SimdTier t : tiers) {
     for (const Case& c : cases) {
       uint16_t h;
       const float f = bits<float>(c.f);
       ptth::kernels_for(t).f32_to_f16(&f, &h, 1);
-      CHECK_MSG(h == c.h, "%s f32_to_f16(0x%08x) = 0x%04x, want 0x%04x", ptth::tier_name(t), c.f, h, c.h);
+      CHECK_MSG(h == c.h, "%s f32_to_f16(0x%08x) = 0x%04x, want 0x%04x", ptth::tier_name(t), c.f, h,
+                c.h);
     }
   }
 }
@@ -430,9 +459,10 @@ void test_f64_to_f16(const std::vector<SimdTier>& tiers) {
 // `want`, the guards around the output, and that inputs are left alone.
 // `run(a, b, out, n)`; `want(a_i, b_i)`. If inplace, out is a.
 template <class A, class B, class O>
-void check_op(const char* name, SimdTier tier, const std::function<void(const A*, const B*, O*, size_t)>& run,
-              const std::function<O(A, B)>& want, const std::function<A()>& gen_a, const std::function<B()>& gen_b,
-              bool inplace = false) {
+void check_op(const char* name, SimdTier tier,
+              const std::function<void(const A*, const B*, O*, size_t)>& run,
+              const std::function<O(A, B)>& want, const std::function<A()>& gen_a,
+              const std::function<B()>& gen_b, bool inplace = false) {
   std::vector<size_t> lengths;
   for (size_t n = 0; n <= 67; ++n) lengths.push_back(n);
   for (size_t n : {255, 256, 257, 1000, 4099, 65537}) lengths.push_back(n);
@@ -456,19 +486,20 @@ void check_op(const char* name, SimdTier tier, const std::function<void(const A*
           O* out = inplace ? reinterpret_cast<O*>(ba.ptr()) : bo.ptr();
           run(ba.ptr(), bb.ptr(), out, n);
           std::vector<O> got(n);
-          if (n) std::memcpy(got.data(), reinterpret_cast<const unsigned char*>(out), n * sizeof(O));
+          if (n)
+            std::memcpy(got.data(), reinterpret_cast<const unsigned char*>(out), n * sizeof(O));
           for (size_t i = 0; i < n; ++i)
-            CHECK_MSG(same(got[i], expect[i]), "%s %s n=%zu offsets=%zu,%zu,%zu [%zu]: got 0x%" PRIx64
-                      " want 0x%" PRIx64, ptth::tier_name(tier), name, n, oa, ob, oo, i, show(got[i]),
-                      show(expect[i]));
+            CHECK_MSG(same(got[i], expect[i]),
+                      "%s %s n=%zu offsets=%zu,%zu,%zu [%zu]: got 0x%" PRIx64 " want 0x%" PRIx64,
+                      ptth::tier_name(tier), name, n, oa, ob, oo, i, show(got[i]), show(expect[i]));
           CHECK_MSG(ba.guards_intact() && bb.guards_intact() && bo.guards_intact(),
-                    "%s %s n=%zu offsets=%zu,%zu,%zu: wrote outside its output", ptth::tier_name(tier), name, n,
-                    oa, ob, oo);
+                    "%s %s n=%zu offsets=%zu,%zu,%zu: wrote outside its output",
+                    ptth::tier_name(tier), name, n, oa, ob, oo);
           if (!inplace && n) {
-            CHECK_MSG(std::memcmp(ba.get().data(), va.data(), n * sizeof(A)) == 0, "%s %s modified an input",
-                      ptth::tier_name(tier), name);
-            CHECK_MSG(std::memcmp(bb.get().data(), vb.data(), n * sizeof(B)) == 0, "%s %s modified an input",
-                      ptth::tier_name(tier), name);
+            CHECK_MSG(std::memcmp(ba.get().data(), va.data(), n * sizeof(A)) == 0,
+                      "%s %s modified an input", ptth::tier_name(tier), name);
+            CHECK_MSG(std::memcmp(bb.get().data(), vb.data(), n * sizeof(B)) == 0,
+                      "%s %s modified an input", ptth::tier_name(tier), name);
           }
         }
   }
@@ -476,7 +507,8 @@ void check_op(const char* name, SimdTier tier, const std::function<void(const A*
 
 // out == a and out == b for the elementwise ops whose output type matches.
 template <class T>
-void check_alias(const char* name, SimdTier tier, const std::function<void(const T*, const T*, T*, size_t)>& run,
+void check_alias(const char* name, SimdTier tier,
+                 const std::function<void(const T*, const T*, T*, size_t)>& run,
                  const std::function<T(T, T)>& want, const std::function<T()>& gen) {
   for (size_t n : {0, 1, 7, 31, 33, 67, 1001}) {
     for (int which = 0; which < 2; ++which) {
@@ -489,8 +521,8 @@ void check_alias(const char* name, SimdTier tier, const std::function<void(const
       run(ba.ptr(), bb.ptr(), out, n);
       const std::vector<T> got = which == 0 ? ba.get() : bb.get();
       for (size_t i = 0; i < n; ++i)
-        CHECK_MSG(same(got[i], expect[i]), "%s %s aliased out==%c n=%zu [%zu]", ptth::tier_name(tier), name,
-                  which == 0 ? 'a' : 'b', n, i);
+        CHECK_MSG(same(got[i], expect[i]), "%s %s aliased out==%c n=%zu [%zu]",
+                  ptth::tier_name(tier), name, which == 0 ? 'a' : 'b', n, i);
       CHECK(ba.guards_intact() && bb.guards_intact());
     }
   }
@@ -504,14 +536,19 @@ void test_elementwise(SimdTier tier) {
   auto hf = [](uint16_t h) { return float(half_value(h)); };  // exact; NaN stays NaN
 
   check_op<float, float, uint16_t>(
-      "f32_to_f16", tier, [&](const float* a, const float*, uint16_t* o, size_t n) { k.f32_to_f16(a, o, n); },
-      [](float a, float) { return std::isnan(a) ? nan_half_from_f32(bits<uint32_t>(a)) : oracle_half(a); }, f32,
-      f32);
+      "f32_to_f16", tier,
+      [&](const float* a, const float*, uint16_t* o, size_t n) { k.f32_to_f16(a, o, n); },
+      [](float a, float) {
+        return std::isnan(a) ? nan_half_from_f32(bits<uint32_t>(a)) : oracle_half(a);
+      },
+      f32, f32);
   check_op<uint16_t, uint16_t, float>(
-      "f16_to_f32", tier, [&](const uint16_t* a, const uint16_t*, float* o, size_t n) { k.f16_to_f32(a, o, n); },
+      "f16_to_f32", tier,
+      [&](const uint16_t* a, const uint16_t*, float* o, size_t n) { k.f16_to_f32(a, o, n); },
       [&](uint16_t a, uint16_t) { return hf(a); }, f16, f16);
   check_op<double, double, uint16_t>(
-      "f64_to_f16", tier, [&](const double* a, const double*, uint16_t* o, size_t n) { k.f64_to_f16(a, o, n); },
+      "f64_to_f16", tier,
+      [&](const double* a, const double*, uint16_t* o, size_t n) { k.f64_to_f16(a, o, n); },
       [](double a, double) { return oracle_half_f64(a); }, f64, f64);
 
   const std::function<void(const float*, const float*, float*, size_t)> sub32 = k.sub_f32;
@@ -539,8 +576,9 @@ void test_elementwise(SimdTier tier) {
       },
       f64, f64);
 
-  const float scales32[] = {1.0f, -1.0f, 0.0f, -0.0f, 0.1f, 3.3e-5f, 1e30f, -2.5f,
-                            std::numeric_limits<float>::infinity()};
+  const float scales32[] = {1.0f,  -1.0f, 0.0f,
+                            -0.0f, 0.1f,  3.3e-5f,
+                            1e30f, -2.5f, std::numeric_limits<float>::infinity()};
   for (float s : scales32) {
     const std::function<void(const float*, const float*, float*, size_t)> axpy =
         [&](const float* b, const float* x, float* o, size_t n) { k.axpy_f32(b, s, x, o, n); };
@@ -552,14 +590,17 @@ void test_elementwise(SimdTier tier) {
     check_alias("axpy_f32", tier, axpy, want, f32);
     check_op<float, uint16_t, float>(
         "axpy_f32_f16", tier,
-        [&](const float* b, const uint16_t* x, float* o, size_t n) { k.axpy_f32_f16(b, s, x, o, n); },
+        [&](const float* b, const uint16_t* x, float* o, size_t n) {
+          k.axpy_f32_f16(b, s, x, o, n);
+        },
         [&](float b, uint16_t x) {
           const float p = s * hf(x);
           return b + p;
         },
         f32, f16);
     check_op<float, uint16_t, float>(
-        "acc_f32_f16", tier, [&](const float* a, const uint16_t* x, float*, size_t n) {
+        "acc_f32_f16", tier,
+        [&](const float* a, const uint16_t* x, float*, size_t n) {
           k.acc_f32_f16(const_cast<float*>(a), s, x, n);
         },
         [&](float a, uint16_t x) {
@@ -569,7 +610,9 @@ void test_elementwise(SimdTier tier) {
         f32, f16, true);
     check_op<float, float, float>(
         "acc_f32_f32", tier,
-        [&](const float* a, const float* x, float*, size_t n) { k.acc_f32_f32(const_cast<float*>(a), s, x, n); },
+        [&](const float* a, const float* x, float*, size_t n) {
+          k.acc_f32_f32(const_cast<float*>(a), s, x, n);
+        },
         [&](float a, float x) {
           const float p = s * x;
           return a + p;
@@ -577,8 +620,8 @@ void test_elementwise(SimdTier tier) {
         f32, f32, true);
   }
 
-  const double scales64[] = {1.0, -1.0, 0.0, 0.1, 1.0 / 3.0, 1e-300, 1e300, 7.0,
-                             std::numeric_limits<double>::quiet_NaN()};
+  const double scales64[] = {
+      1.0, -1.0, 0.0, 0.1, 1.0 / 3.0, 1e-300, 1e300, 7.0, std::numeric_limits<double>::quiet_NaN()};
   for (double s : scales64) {
     const std::function<void(const double*, const double*, double*, size_t)> axpy =
         [&](const double* b, const double* x, double* o, size_t n) { k.axpy_f64(b, s, x, o, n); };
@@ -589,7 +632,8 @@ void test_elementwise(SimdTier tier) {
     check_op("axpy_f64", tier, axpy, want, f64, f64);
     check_alias("axpy_f64", tier, axpy, want, f64);
     check_op<double, uint16_t, double>(
-        "acc_f64_f16", tier, [&](const double* a, const uint16_t* x, double*, size_t n) {
+        "acc_f64_f16", tier,
+        [&](const double* a, const uint16_t* x, double*, size_t n) {
           k.acc_f64_f16(const_cast<double*>(a), s, x, n);
         },
         [&](double a, uint16_t x) {
@@ -599,7 +643,9 @@ void test_elementwise(SimdTier tier) {
         f64, f16, true);
     check_op<double, float, double>(
         "acc_f64_f32", tier,
-        [&](const double* a, const float* x, double*, size_t n) { k.acc_f64_f32(const_cast<double*>(a), s, x, n); },
+        [&](const double* a, const float* x, double*, size_t n) {
+          k.acc_f64_f32(const_cast<double*>(a), s, x, n);
+        },
         [&](double a, float x) {
           const double p = s * double(x);
           return a + p;
@@ -607,7 +653,9 @@ void test_elementwise(SimdTier tier) {
         f64, f32, true);
     check_op<double, double, double>(
         "acc_f64_f64", tier,
-        [&](const double* a, const double* x, double*, size_t n) { k.acc_f64_f64(const_cast<double*>(a), s, x, n); },
+        [&](const double* a, const double* x, double*, size_t n) {
+          k.acc_f64_f64(const_cast<double*>(a), s, x, n);
+        },
         [&](double a, double x) {
           const double p = s * x;
           return a + p;
@@ -637,15 +685,17 @@ void check_big(const char* name, SimdTier tier, const std::vector<A>& va, const 
     const std::vector<O> got = bo.get();
     if (std::memcmp(got.data(), want.data(), n * sizeof(O)) != 0)
       for (size_t i = 0; i < n; ++i)
-        CHECK_MSG(same(got[i], want[i]), "%s %s n=%zu misalign=%zu [%zu]: got 0x%" PRIx64 " want 0x%" PRIx64,
+        CHECK_MSG(same(got[i], want[i]),
+                  "%s %s n=%zu misalign=%zu [%zu]: got 0x%" PRIx64 " want 0x%" PRIx64,
                   ptth::tier_name(tier), name, n, mis, i, show(got[i]), show(want[i]));
-    CHECK_MSG(bo.guards_intact(), "%s %s n=%zu misalign=%zu: wrote outside its output", ptth::tier_name(tier), name,
-              n, mis);
+    CHECK_MSG(bo.guards_intact(), "%s %s n=%zu misalign=%zu: wrote outside its output",
+              ptth::tier_name(tier), name, n, mis);
   }
 }
 
 void test_large_outputs(const std::vector<SimdTier>& tiers) {
-  const size_t n2 = (size_t(32) << 20) / 2 + 37, n4 = (size_t(32) << 20) / 4 + 37, n8 = (size_t(32) << 20) / 8 + 37;
+  const size_t n2 = (size_t(32) << 20) / 2 + 37, n4 = (size_t(32) << 20) / 4 + 37,
+               n8 = (size_t(32) << 20) / 8 + 37;
   std::vector<float> a(n2), b(n2);
   std::vector<uint16_t> h(n4);
   std::vector<double> d(n2), e(n8);
@@ -661,37 +711,53 @@ void test_large_outputs(const std::vector<SimdTier>& tiers) {
   for (SimdTier t : tiers) {
     if (t == SimdTier::scalar) continue;
     using K = const Kernels&;
-    check_big<float, float, uint16_t>("f32_to_f16", t, a, b, [](K k, const float* x, const float*, uint16_t* o,
-                                                                size_t n) { k.f32_to_f16(x, o, n); });
-    check_big<uint16_t, uint16_t, float>("f16_to_f32", t, h, h, [](K k, const uint16_t* x, const uint16_t*, float* o,
-                                                                   size_t n) { k.f16_to_f32(x, o, n); });
-    check_big<double, double, uint16_t>("f64_to_f16", t, d, d, [](K k, const double* x, const double*, uint16_t* o,
-                                                                  size_t n) { k.f64_to_f16(x, o, n); });
-    check_big<float, float, uint16_t>("sub_f32_to_f16", t, a, b, [](K k, const float* x, const float* y, uint16_t* o,
-                                                                    size_t n) { k.sub_f32_to_f16(x, y, o, n); });
-    check_big<float, float, float>("sub_f32", t, a4, b4, [](K k, const float* x, const float* y, float* o,
-                                                            size_t n) { k.sub_f32(x, y, o, n); });
-    check_big<double, double, double>("sub_f64", t, d8, e, [](K k, const double* x, const double* y, double* o,
-                                                              size_t n) { k.sub_f64(x, y, o, n); });
-    check_big<float, uint16_t, float>("axpy_f32_f16", t, a4, h, [](K k, const float* x, const uint16_t* y, float* o,
-                                                                  size_t n) { k.axpy_f32_f16(x, 0.25f, y, o, n); });
-    check_big<double, double, float>("f64_to_f32", t, d4, d4, [](K k, const double* x, const double*, float* o,
-                                                                size_t n) { k.f64_to_f32(x, o, n); });
-    check_big<float, float, double>("f32_to_f64", t, a8, a8, [](K k, const float* x, const float*, double* o,
-                                                              size_t n) { k.f32_to_f64(x, o, n); });
-    check_big<uint16_t, uint16_t, double>("f16_to_f64", t, h8, h8, [](K k, const uint16_t* x, const uint16_t*,
-                                                                     double* o, size_t n) { k.f16_to_f64(x, o, n); });
-    check_big<float, float, float>("div_f32", t, a4, a4, [](K k, const float* x, const float*, float* o,
-                                                          size_t n) { k.div_f32(x, 3.0f, o, n); });
-    check_big<double, double, double>("div_f64", t, d8, d8, [](K k, const double* x, const double*, double* o,
-                                                              size_t n) { k.div_f64(x, 3.0, o, n); });
+    check_big<float, float, uint16_t>(
+        "f32_to_f16", t, a, b,
+        [](K k, const float* x, const float*, uint16_t* o, size_t n) { k.f32_to_f16(x, o, n); });
+    check_big<uint16_t, uint16_t, float>(
+        "f16_to_f32", t, h, h,
+        [](K k, const uint16_t* x, const uint16_t*, float* o, size_t n) { k.f16_to_f32(x, o, n); });
+    check_big<double, double, uint16_t>(
+        "f64_to_f16", t, d, d,
+        [](K k, const double* x, const double*, uint16_t* o, size_t n) { k.f64_to_f16(x, o, n); });
+    check_big<float, float, uint16_t>(
+        "sub_f32_to_f16", t, a, b, [](K k, const float* x, const float* y, uint16_t* o, size_t n) {
+          k.sub_f32_to_f16(x, y, o, n);
+        });
+    check_big<float, float, float>(
+        "sub_f32", t, a4, b4,
+        [](K k, const float* x, const float* y, float* o, size_t n) { k.sub_f32(x, y, o, n); });
+    check_big<double, double, double>(
+        "sub_f64", t, d8, e,
+        [](K k, const double* x, const double* y, double* o, size_t n) { k.sub_f64(x, y, o, n); });
+    check_big<float, uint16_t, float>(
+        "axpy_f32_f16", t, a4, h, [](K k, const float* x, const uint16_t* y, float* o, size_t n) {
+          k.axpy_f32_f16(x, 0.25f, y, o, n);
+        });
+    check_big<double, double, float>(
+        "f64_to_f32", t, d4, d4,
+        [](K k, const double* x, const double*, float* o, size_t n) { k.f64_to_f32(x, o, n); });
+    check_big<float, float, double>(
+        "f32_to_f64", t, a8, a8,
+        [](K k, const float* x, const float*, double* o, size_t n) { k.f32_to_f64(x, o, n); });
+    check_big<uint16_t, uint16_t, double>(
+        "f16_to_f64", t, h8, h8, [](K k, const uint16_t* x, const uint16_t*, double* o, size_t n) {
+          k.f16_to_f64(x, o, n);
+        });
+    check_big<float, float, float>(
+        "div_f32", t, a4, a4,
+        [](K k, const float* x, const float*, float* o, size_t n) { k.div_f32(x, 3.0f, o, n); });
+    check_big<double, double, double>(
+        "div_f64", t, d8, d8,
+        [](K k, const double* x, const double*, double* o, size_t n) { k.div_f64(x, 3.0, o, n); });
   }
 }
 
 // --------------------------------------------------------------- all_finite ---
 
 template <class T, class U>
-void check_all_finite(const char* name, SimdTier tier, bool (*fn)(const T*, size_t), const std::vector<U>& bad_bits) {
+void check_all_finite(const char* name, SimdTier tier, bool (*fn)(const T*, size_t),
+                      const std::vector<U>& bad_bits) {
   for (size_t n = 0; n <= 67; ++n) {
     for (size_t mis = 0; mis < 4; ++mis) {
       Buf<T> b(n, mis);
@@ -701,14 +767,14 @@ void check_all_finite(const char* name, SimdTier tier, bool (*fn)(const T*, size
       std::vector<T> v(n);
       for (auto& x : v) x = gen_finite<T>();
       b.put(v);
-      CHECK_MSG(fn(b.ptr(), n), "%s %s n=%zu mis=%zu: finite data reported non-finite", ptth::tier_name(tier), name,
-                n, mis);
+      CHECK_MSG(fn(b.ptr(), n), "%s %s n=%zu mis=%zu: finite data reported non-finite",
+                ptth::tier_name(tier), name, n, mis);
       for (size_t p = 0; p < n; ++p) {
         std::vector<T> w = v;
         w[p] = bits<T>(bad_bits[(p + n) % bad_bits.size()]);
         b.put(w);
-        CHECK_MSG(!fn(b.ptr(), n), "%s %s n=%zu mis=%zu: missed a non-finite value at %zu", ptth::tier_name(tier),
-                  name, n, mis, p);
+        CHECK_MSG(!fn(b.ptr(), n), "%s %s n=%zu mis=%zu: missed a non-finite value at %zu",
+                  ptth::tier_name(tier), name, n, mis, p);
       }
     }
   }
@@ -719,7 +785,8 @@ void check_all_finite(const char* name, SimdTier tier, bool (*fn)(const T*, size
     for (size_t p : {size_t(0), n / 3, n / 2 + 1, n - 1}) {
       std::vector<T> w = v;
       w[p] = bits<T>(bad_bits[p % bad_bits.size()]);
-      CHECK_MSG(!fn(w.data(), n), "%s %s n=%zu: missed a non-finite value at %zu", ptth::tier_name(tier), name, n, p);
+      CHECK_MSG(!fn(w.data(), n), "%s %s n=%zu: missed a non-finite value at %zu",
+                ptth::tier_name(tier), name, n, p);
     }
   }
 }
@@ -728,11 +795,13 @@ void test_all_finite(SimdTier tier) {
   const Kernels& k = ptth::kernels_for(tier);
   check_all_finite<uint16_t, uint16_t>("all_finite_f16", tier, k.all_finite_f16,
                                        {0x7c00, 0xfc00, 0x7e00, 0x7c01, 0xffff});
-  check_all_finite<float, uint32_t>("all_finite_f32", tier, k.all_finite_f32,
-                                    {0x7f800000u, 0xff800000u, 0x7fc00000u, 0x7f800001u, 0xffffffffu});
-  check_all_finite<double, uint64_t>("all_finite_f64", tier, k.all_finite_f64,
-                                     {0x7ff0000000000000ull, 0xfff0000000000000ull, 0x7ff8000000000000ull,
-                                      0x7ff0000000000001ull, 0xffffffffffffffffull});
+  check_all_finite<float, uint32_t>(
+      "all_finite_f32", tier, k.all_finite_f32,
+      {0x7f800000u, 0xff800000u, 0x7fc00000u, 0x7f800001u, 0xffffffffu});
+  check_all_finite<double, uint64_t>(
+      "all_finite_f64", tier, k.all_finite_f64,
+      {0x7ff0000000000000ull, 0xfff0000000000000ull, 0x7ff8000000000000ull, 0x7ff0000000000001ull,
+       0xffffffffffffffffull});
   // Every half pattern, at a position that moves through the vector lanes.
   std::vector<uint16_t> v(37);
   for (auto& x : v) x = gen_finite<uint16_t>();
@@ -794,8 +863,10 @@ uint32_t oracle_f32_from_f64(double v, bool* tie = nullptr) {
 uint64_t oracle_f64_from_f32(uint32_t x) {
   const uint32_t e = (x >> 23) & 0xff, m = x & 0x7fffff;
   const uint64_t sign = uint64_t(x & 0x80000000u) << 32;
-  if (e == 0xff) return sign | 0x7ff0000000000000ull | (m ? (uint64_t(1) << 51) | (uint64_t(m) << 29) : 0);
-  const double v = e ? std::ldexp(double(m | 0x800000u), int(e) - 150) : std::ldexp(double(m), -149);
+  if (e == 0xff)
+    return sign | 0x7ff0000000000000ull | (m ? (uint64_t(1) << 51) | (uint64_t(m) << 29) : 0);
+  const double v =
+      e ? std::ldexp(double(m | 0x800000u), int(e) - 150) : std::ldexp(double(m), -149);
   return bits<uint64_t>(std::copysign(v, sign ? -1.0 : 1.0));
 }
 
@@ -824,15 +895,17 @@ std::vector<double> f64_to_f32_cases(size_t random_floats, size_t random_doubles
   for (uint32_t e = 0; e < 255; ++e)  // both parities at the bottom and top of every binade
     for (uint32_t m : {0u, 1u, 2u, 3u, 0x7ffffdu, 0x7ffffeu}) halfway_of((e << 23) | m);
   const double fmax = double(std::numeric_limits<float>::max());
-  for (double c : {fmax, 0x1p128 - 0x1p103, 0x1p128, 0x1p-126, 0x1p-149, 0x1p-150, 0x1.8p-149, 0x1.8p-150,
-                   0x1p-126 - 0x1p-150, std::numeric_limits<double>::max(), std::numeric_limits<double>::min(),
-                   std::numeric_limits<double>::denorm_min(), 1e-320, 1.0, 3.0, 0.1, 1e38, 4e38, 1e300})
+  for (double c :
+       {fmax, 0x1p128 - 0x1p103, 0x1p128, 0x1p-126, 0x1p-149, 0x1p-150, 0x1.8p-149, 0x1.8p-150,
+        0x1p-126 - 0x1p-150, std::numeric_limits<double>::max(), std::numeric_limits<double>::min(),
+        std::numeric_limits<double>::denorm_min(), 1e-320, 1.0, 3.0, 0.1, 1e38, 4e38, 1e300})
     around(c);
   v.push_back(std::numeric_limits<double>::infinity());
   v.push_back(0.0);
   for (size_t i = 0; i < random_doubles; ++i) v.push_back(gen_f64());
-  for (uint64_t nan : {0x7ff0000000000001ull, 0x7ff8000000000000ull, 0x7ff4000000000000ull, 0x7ff0000020000000ull,
-                       0x7ff000001fffffffull, 0x7fffffffffffffffull, 0x7ff123456789abcdull})
+  for (uint64_t nan :
+       {0x7ff0000000000001ull, 0x7ff8000000000000ull, 0x7ff4000000000000ull, 0x7ff0000020000000ull,
+        0x7ff000001fffffffull, 0x7fffffffffffffffull, 0x7ff123456789abcdull})
     v.push_back(bits<double>(nan));
   const size_t n = v.size();
   for (size_t i = 0; i < n; ++i) v.push_back(-v[i]);
@@ -860,8 +933,9 @@ void test_f64_to_f32(const std::vector<SimdTier>& tiers) {
     size_t bad = 0;
     for (size_t i = 0; i < cases.size(); ++i)
       if (bits<uint32_t>(got[i]) != want[i] && bad++ < 20)
-        CHECK_MSG(false, "%s f64_to_f32(%a = 0x%016" PRIx64 ") = 0x%08x, want 0x%08x", ptth::tier_name(t), cases[i],
-                  bits<uint64_t>(cases[i]), bits<uint32_t>(got[i]), want[i]);
+        CHECK_MSG(false, "%s f64_to_f32(%a = 0x%016" PRIx64 ") = 0x%08x, want 0x%08x",
+                  ptth::tier_name(t), cases[i], bits<uint64_t>(cases[i]), bits<uint32_t>(got[i]),
+                  want[i]);
   }
 }
 
@@ -873,7 +947,8 @@ void test_widening(const std::vector<SimdTier>& tiers) {
   for (uint32_t m = 0; m < 0x800000u; ++m) pats.push_back(m);  // +0 and every positive subnormal
   for (uint32_t e = 1; e < 256; ++e)
     for (int k = 0; k < 4096; ++k) pats.push_back((e << 23) | uint32_t(g_rng() & 0x7fffffu));
-  for (uint32_t m : {0u, 1u, 0x200000u, 0x3fffffu, 0x400000u, 0x7fffffu}) pats.push_back(0x7f800000u | m);
+  for (uint32_t m : {0u, 1u, 0x200000u, 0x3fffffu, 0x400000u, 0x7fffffu})
+    pats.push_back(0x7f800000u | m);
   const size_t np = pats.size();
   for (size_t i = 0; i < np; ++i) pats.push_back(pats[i] | 0x80000000u);
   std::vector<float> src(pats.size());
@@ -881,7 +956,8 @@ void test_widening(const std::vector<SimdTier>& tiers) {
   for (size_t i = 0; i < pats.size(); ++i) {
     src[i] = bits<float>(pats[i]);
     want[i] = oracle_f64_from_f32(pats[i]);
-    CHECK(std::isnan(src[i]) || bits<uint64_t>(double(src[i])) == want[i]);  // NumPy's astype: the C cast
+    CHECK(std::isnan(src[i]) ||
+          bits<uint64_t>(double(src[i])) == want[i]);  // NumPy's astype: the C cast
   }
   std::vector<uint16_t> halves(65536);
   for (uint32_t h = 0; h < 65536; ++h) halves[h] = uint16_t(h);
@@ -892,14 +968,14 @@ void test_widening(const std::vector<SimdTier>& tiers) {
     size_t bad = 0;
     for (size_t i = 0; i < src.size(); ++i)
       if (bits<uint64_t>(got[i]) != want[i] && bad++ < 20)
-        CHECK_MSG(false, "%s f32_to_f64(0x%08x) = 0x%016" PRIx64 ", want 0x%016" PRIx64, ptth::tier_name(t), pats[i],
-                  bits<uint64_t>(got[i]), want[i]);
+        CHECK_MSG(false, "%s f32_to_f64(0x%08x) = 0x%016" PRIx64 ", want 0x%016" PRIx64,
+                  ptth::tier_name(t), pats[i], bits<uint64_t>(got[i]), want[i]);
     std::vector<double> hgot(65536);
     k.f16_to_f64(halves.data(), hgot.data(), halves.size());
     for (uint32_t h = 0; h < 65536; ++h)
       CHECK_MSG(bits<uint64_t>(hgot[h]) == oracle_f64_from_half(uint16_t(h)),
-                "%s f16_to_f64(0x%04x) = 0x%016" PRIx64 ", want 0x%016" PRIx64, ptth::tier_name(t), h,
-                bits<uint64_t>(hgot[h]), oracle_f64_from_half(uint16_t(h)));
+                "%s f16_to_f64(0x%04x) = 0x%016" PRIx64 ", want 0x%016" PRIx64, ptth::tier_name(t),
+                h, bits<uint64_t>(hgot[h]), oracle_f64_from_half(uint16_t(h)));
   }
 }
 
@@ -914,13 +990,17 @@ void test_wave2_elementwise(SimdTier tier) {
   const std::function<uint16_t()> f16 = gen_f16;
 
   check_op<double, double, float>(
-      "f64_to_f32", tier, [&](const double* a, const double*, float* o, size_t n) { k.f64_to_f32(a, o, n); },
+      "f64_to_f32", tier,
+      [&](const double* a, const double*, float* o, size_t n) { k.f64_to_f32(a, o, n); },
       [](double a, double) { return bits<float>(oracle_f32_from_f64(a)); }, f64, f64);
   check_op<float, float, double>(
-      "f32_to_f64", tier, [&](const float* a, const float*, double* o, size_t n) { k.f32_to_f64(a, o, n); },
-      [](float a, float) { return bits<double>(oracle_f64_from_f32(bits<uint32_t>(a))); }, f32, f32);
+      "f32_to_f64", tier,
+      [&](const float* a, const float*, double* o, size_t n) { k.f32_to_f64(a, o, n); },
+      [](float a, float) { return bits<double>(oracle_f64_from_f32(bits<uint32_t>(a))); }, f32,
+      f32);
   check_op<uint16_t, uint16_t, double>(
-      "f16_to_f64", tier, [&](const uint16_t* a, const uint16_t*, double* o, size_t n) { k.f16_to_f64(a, o, n); },
+      "f16_to_f64", tier,
+      [&](const uint16_t* a, const uint16_t*, double* o, size_t n) { k.f16_to_f64(a, o, n); },
       [](uint16_t a, uint16_t) { return bits<double>(oracle_f64_from_half(a)); }, f16, f16);
 
   const float inf32 = std::numeric_limits<float>::infinity();
@@ -941,8 +1021,8 @@ void test_wave2_elementwise(SimdTier tier) {
     check_op("div_f64", tier, div, want, f64, f64);
     check_op("div_f64 (out == acc)", tier, div, want, f64, f64, true);
   }
-  const std::pair<float, float> lr_d32[] = {{1.0f, 3.0f}, {0.1f, 7.0f}, {-2.5f, 0.3f}, {1e30f, 1e-30f},
-                                            {0.7f, 0.0f}, {inf32, 2.0f}};
+  const std::pair<float, float> lr_d32[] = {{1.0f, 3.0f},    {0.1f, 7.0f}, {-2.5f, 0.3f},
+                                            {1e30f, 1e-30f}, {0.7f, 0.0f}, {inf32, 2.0f}};
   for (auto [lr, d] : lr_d32)
     check_op<float, float, float>(
         "axpy_div_f32", tier,
@@ -955,8 +1035,8 @@ void test_wave2_elementwise(SimdTier tier) {
           return r + p;
         },
         f32, f32, true);
-  const std::pair<double, double> lr_d64[] = {{1.0, 3.0}, {0.1, 7.0}, {-2.5, 0.3}, {1e300, 1e-300},
-                                              {0.7, 0.0}, {inf64, 2.0}};
+  const std::pair<double, double> lr_d64[] = {{1.0, 3.0},      {0.1, 7.0}, {-2.5, 0.3},
+                                              {1e300, 1e-300}, {0.7, 0.0}, {inf64, 2.0}};
   for (auto [lr, d] : lr_d64)
     check_op<double, double, double>(
         "axpy_div_f64", tier,
@@ -1002,8 +1082,8 @@ void test_wave2_traps(SimdTier tier) {
   size_t subnormal32 = 0;
   for (size_t i = 0; i < n; ++i) subnormal32 += std::fpclassify(out32[i]) == FP_SUBNORMAL;
   CHECK_MSG(recip > 100 && fused > 10 && subnormal > 10 && subnormal32 > 10,
-            "%s: weak cases (recip %zu, fused %zu, subnormal %zu/%zu)", ptth::tier_name(tier), recip, fused, subnormal,
-            subnormal32);
+            "%s: weak cases (recip %zu, fused %zu, subnormal %zu/%zu)", ptth::tier_name(tier),
+            recip, fused, subnormal, subnormal32);
 }
 
 // ------------------------------------------------------------------ stats ---
@@ -1016,7 +1096,9 @@ double gen_stats_f64() {
     case 0: return bits<double>((g_rng() & 0x800fffffffffffffull));  // subnormal or zero
     case 1: return (r >> 8) & 1 ? -0.0 : 0.0;
     case 2: return double(gen_finite<float>());
-    case 3: return ((r >> 8) & 1 ? -1.0 : 1.0) * std::ldexp(double(g_rng() >> 11) * 0x1p-53 + 1.0, 400 + int(r >> 60));
+    case 3:
+      return ((r >> 8) & 1 ? -1.0 : 1.0) *
+             std::ldexp(double(g_rng() >> 11) * 0x1p-53 + 1.0, 400 + int(r >> 60));
     default: {
       const double m = double(g_rng() >> 11) * 0x1p-53 + 1.0;
       return ((r >> 8) & 1 ? -m : m) * std::ldexp(1.0, int((r >> 16) % 80) - 40);
@@ -1042,7 +1124,8 @@ OracleStats oracle_stats(const std::vector<double>& w, bool square_exact) {
     o.exact += (long double)w[i] * (long double)w[i];
     o.sequential += sq[i];
     if (square_exact && std::isfinite(w[i]))
-      CHECK_MSG((long double)sq[i] == (long double)w[i] * (long double)w[i], "square of %a not exact", w[i]);
+      CHECK_MSG((long double)sq[i] == (long double)w[i] * (long double)w[i],
+                "square of %a not exact", w[i]);
   }
   double l[16];
   for (double& x : l) x = 0.0;
@@ -1063,10 +1146,11 @@ struct StatsCase {
 // One case against the oracle, the scalar tier, and a long-double sum
 // within the error bound of 16-lane summation.
 template <class T>
-void run_stats_case(const char* name, SimdTier tier, const std::function<void(const Kernels&, const T*, const T*,
-                                                                              size_t, ptth::Stats*)>& run,
-                    const std::function<double(T, T)>& elem, bool square_exact, const StatsCase<T>& c, size_t oa,
-                    size_t ob) {
+void run_stats_case(
+    const char* name, SimdTier tier,
+    const std::function<void(const Kernels&, const T*, const T*, size_t, ptth::Stats*)>& run,
+    const std::function<double(T, T)>& elem, bool square_exact, const StatsCase<T>& c, size_t oa,
+    size_t ob) {
   const size_t n = c.a.size();
   Buf<T> ba(n, oa), bb(n, ob);
   std::fill(ba.raw.begin(), ba.raw.end(), 0xff);
@@ -1080,12 +1164,13 @@ void run_stats_case(const char* name, SimdTier tier, const std::function<void(co
   run(ptth::kernels_for(tier), ba.ptr(), bb.ptr(), n, &got);
   run(ptth::kernels_for(SimdTier::scalar), ba.ptr(), bb.ptr(), n, &ref);
   const char* tn = ptth::tier_name(tier);
-  CHECK_MSG(got.finite == o.finite, "%s %s n=%zu offsets=%zu,%zu: finite=%d, want %d", tn, name, n, oa, ob,
-            int(got.finite), int(o.finite));
+  CHECK_MSG(got.finite == o.finite, "%s %s n=%zu offsets=%zu,%zu: finite=%d, want %d", tn, name, n,
+            oa, ob, int(got.finite), int(o.finite));
   if (!o.finite || !got.finite) return;
-  CHECK_MSG(bits<uint64_t>(got.sumsq) == bits<uint64_t>(o.sumsq) && bits<uint64_t>(got.maxabs) == bits<uint64_t>(o.maxabs),
-            "%s %s n=%zu offsets=%zu,%zu: sumsq %a maxabs %a, want %a %a", tn, name, n, oa, ob, got.sumsq, got.maxabs,
-            o.sumsq, o.maxabs);
+  CHECK_MSG(bits<uint64_t>(got.sumsq) == bits<uint64_t>(o.sumsq) &&
+                bits<uint64_t>(got.maxabs) == bits<uint64_t>(o.maxabs),
+            "%s %s n=%zu offsets=%zu,%zu: sumsq %a maxabs %a, want %a %a", tn, name, n, oa, ob,
+            got.sumsq, got.maxabs, o.sumsq, o.maxabs);
   CHECK_MSG(ref.finite && bits<uint64_t>(got.sumsq) == bits<uint64_t>(ref.sumsq) &&
                 bits<uint64_t>(got.maxabs) == bits<uint64_t>(ref.maxabs),
             "%s %s n=%zu: differs from the scalar tier", tn, name, n);
@@ -1095,29 +1180,37 @@ void run_stats_case(const char* name, SimdTier tier, const std::function<void(co
     // f64 square rounds once: all terms are >= 0, so the error is relative.
     const long double eps = 0x1p-53L, terms = (long double)(n / 16 + 6);
     const long double tol = terms * eps * o.exact * 1.01L + (long double)n * 0x1p-1074L;
-    CHECK_MSG(std::fabs((long double)got.sumsq - o.exact) <= tol, "%s %s n=%zu: sumsq %a is %Lg from the exact sum", tn,
-              name, n, got.sumsq, std::fabs((long double)got.sumsq - o.exact));
+    CHECK_MSG(std::fabs((long double)got.sumsq - o.exact) <= tol,
+              "%s %s n=%zu: sumsq %a is %Lg from the exact sum", tn, name, n, got.sumsq,
+              std::fabs((long double)got.sumsq - o.exact));
   }
 }
 
 template <class T>
 T signed_zero(bool negative);
 template <>
-uint16_t signed_zero<uint16_t>(bool negative) { return negative ? 0x8000 : 0; }
+uint16_t signed_zero<uint16_t>(bool negative) {
+  return negative ? 0x8000 : 0;
+}
 template <>
-float signed_zero<float>(bool negative) { return negative ? -0.0f : 0.0f; }
+float signed_zero<float>(bool negative) {
+  return negative ? -0.0f : 0.0f;
+}
 template <>
-double signed_zero<double>(bool negative) { return negative ? -0.0 : 0.0; }
+double signed_zero<double>(bool negative) {
+  return negative ? -0.0 : 0.0;
+}
 
 // One stats kernel over lengths 0..67 and long ones, misaligned inputs whose
 // surroundings are NaN (an over-read would flip finite), data that is
 // finite, holds one non-finite value (in a, or in b for the differences),
 // or is all signed zeros.
 template <class T>
-void check_stats(const char* name, SimdTier tier,
-                 const std::function<void(const Kernels&, const T*, const T*, size_t, ptth::Stats*)>& run,
-                 const std::function<T()>& gen, const std::function<double(T, T)>& elem, const std::vector<T>& bad,
-                 bool square_exact) {
+void check_stats(
+    const char* name, SimdTier tier,
+    const std::function<void(const Kernels&, const T*, const T*, size_t, ptth::Stats*)>& run,
+    const std::function<T()>& gen, const std::function<double(T, T)>& elem,
+    const std::vector<T>& bad, bool square_exact) {
   std::vector<size_t> lengths;
   for (size_t n = 0; n <= 67; ++n) lengths.push_back(n);
   for (size_t n : {255, 256, 257, 1000, 4099, 65537}) lengths.push_back(n);
@@ -1147,25 +1240,30 @@ void test_stats(SimdTier tier) {
   using S = ptth::Stats;
   const float inf32 = std::numeric_limits<float>::infinity();
   const double inf64 = std::numeric_limits<double>::infinity();
-  const std::vector<float> bad32 = {inf32, -inf32, std::numeric_limits<float>::quiet_NaN(), bits<float>(0x7f800001u),
-                                    bits<float>(0xffffffffu)};
+  const std::vector<float> bad32 = {inf32, -inf32, std::numeric_limits<float>::quiet_NaN(),
+                                    bits<float>(0x7f800001u), bits<float>(0xffffffffu)};
   const std::vector<double> bad64 = {inf64, -inf64, std::numeric_limits<double>::quiet_NaN(),
-                                     bits<double>(0x7ff0000000000001ull), bits<double>(0xffffffffffffffffull)};
+                                     bits<double>(0x7ff0000000000001ull),
+                                     bits<double>(0xffffffffffffffffull)};
   const std::function<uint16_t()> g16 = [] { return gen_finite<uint16_t>(); };
   const std::function<float()> g32 = [] { return gen_finite<float>(); };
   const std::function<double()> g64 = gen_stats_f64;
   check_stats<uint16_t>(
-      "stats_f16", tier, [](K k, const uint16_t* a, const uint16_t*, size_t n, S* s) { k.stats_f16(a, n, s); }, g16,
-      [](uint16_t a, uint16_t) { return half_value(a); }, {0x7c00, 0xfc00, 0x7e00, 0x7c01, 0xffff}, true);
+      "stats_f16", tier,
+      [](K k, const uint16_t* a, const uint16_t*, size_t n, S* s) { k.stats_f16(a, n, s); }, g16,
+      [](uint16_t a, uint16_t) { return half_value(a); }, {0x7c00, 0xfc00, 0x7e00, 0x7c01, 0xffff},
+      true);
   check_stats<float>(
-      "stats_f32", tier, [](K k, const float* a, const float*, size_t n, S* s) { k.stats_f32(a, n, s); }, g32,
+      "stats_f32", tier,
+      [](K k, const float* a, const float*, size_t n, S* s) { k.stats_f32(a, n, s); }, g32,
       [](float a, float) { return double(a); }, bad32, true);
   check_stats<double>(
-      "stats_f64", tier, [](K k, const double* a, const double*, size_t n, S* s) { k.stats_f64(a, n, s); }, g64,
+      "stats_f64", tier,
+      [](K k, const double* a, const double*, size_t n, S* s) { k.stats_f64(a, n, s); }, g64,
       [](double a, double) { return a; }, bad64, false);
   check_stats<float>(
-      "stats_sub_f32", tier, [](K k, const float* a, const float* b, size_t n, S* s) { k.stats_sub_f32(a, b, n, s); },
-      g32,
+      "stats_sub_f32", tier,
+      [](K k, const float* a, const float* b, size_t n, S* s) { k.stats_sub_f32(a, b, n, s); }, g32,
       [](float a, float b) {
         const float d = a - b;  // rounded in float
         return double(d);
@@ -1173,15 +1271,16 @@ void test_stats(SimdTier tier) {
       bad32, true);
   check_stats<double>(
       "stats_sub_f64", tier,
-      [](K k, const double* a, const double* b, size_t n, S* s) { k.stats_sub_f64(a, b, n, s); }, g64,
-      [](double a, double b) { return a - b; }, bad64, false);
+      [](K k, const double* a, const double* b, size_t n, S* s) { k.stats_sub_f64(a, b, n, s); },
+      g64, [](double a, double b) { return a - b; }, bad64, false);
 
   // Finite data whose f64 squares overflow: finite stays true, sumsq is inf.
   std::vector<double> huge(37, 1e200);
   S s{};
   ptth::kernels_for(tier).stats_f64(huge.data(), huge.size(), &s);
-  CHECK_MSG(s.finite && std::isinf(s.sumsq) && s.maxabs == 1e200, "%s stats_f64 of 1e200s: finite %d sumsq %a",
-            ptth::tier_name(tier), int(s.finite), s.sumsq);
+  CHECK_MSG(s.finite && std::isinf(s.sumsq) && s.maxabs == 1e200,
+            "%s stats_f64 of 1e200s: finite %d sumsq %a", ptth::tier_name(tier), int(s.finite),
+            s.sumsq);
   // Millions of elements: the lanes carry long sums.
   const size_t n = 3000017;
   std::vector<uint16_t> h(n);
@@ -1194,7 +1293,8 @@ void test_stats(SimdTier tier) {
             "%s stats_f16 n=%zu: %a, want %a", ptth::tier_name(tier), n, s.sumsq, o.sumsq);
   o = oracle_stats(d, false);
   ptth::kernels_for(tier).stats_f64(d.data(), n, &s);
-  CHECK_MSG(s.finite == o.finite && bits<uint64_t>(s.sumsq) == bits<uint64_t>(o.sumsq) && s.maxabs == o.maxabs,
+  CHECK_MSG(s.finite == o.finite && bits<uint64_t>(s.sumsq) == bits<uint64_t>(o.sumsq) &&
+                s.maxabs == o.maxabs,
             "%s stats_f64 n=%zu: %a, want %a", ptth::tier_name(tier), n, s.sumsq, o.sumsq);
 }
 
@@ -1283,28 +1383,39 @@ void run_bench(const std::vector<SimdTier>& tiers) {
        [&](K k, size_t n) { k.f16_to_f64(h.data(), o64.data(), n); }},
       {"stats_f16",
        [&](size_t n) {
-         plain_stats(h.data(), h.data(), n, &st, [&](const uint16_t* x, const uint16_t*, size_t i) { return table[x[i]]; });
+         plain_stats(h.data(), h.data(), n, &st,
+                     [&](const uint16_t* x, const uint16_t*, size_t i) { return table[x[i]]; });
        },
        [&](K k, size_t n) { k.stats_f16(h.data(), n, &st); }},
       {"stats_f32",
-       [&](size_t n) { plain_stats(a32.data(), a32.data(), n, &st, [](const float* x, const float*, size_t i) { return double(x[i]); }); },
+       [&](size_t n) {
+         plain_stats(a32.data(), a32.data(), n, &st,
+                     [](const float* x, const float*, size_t i) { return double(x[i]); });
+       },
        [&](K k, size_t n) { k.stats_f32(a32.data(), n, &st); }},
       {"stats_f64",
-       [&](size_t n) { plain_stats(a64.data(), a64.data(), n, &st, [](const double* x, const double*, size_t i) { return x[i]; }); },
+       [&](size_t n) {
+         plain_stats(a64.data(), a64.data(), n, &st,
+                     [](const double* x, const double*, size_t i) { return x[i]; });
+       },
        [&](K k, size_t n) { k.stats_f64(a64.data(), n, &st); }},
       {"stats_sub_f32",
        [&](size_t n) {
-         plain_stats(a32.data(), b32.data(), n, &st,
-                     [](const float* x, const float* y, size_t i) { return double(float(x[i] - y[i])); });
+         plain_stats(a32.data(), b32.data(), n, &st, [](const float* x, const float* y, size_t i) {
+           return double(float(x[i] - y[i]));
+         });
        },
        [&](K k, size_t n) { k.stats_sub_f32(a32.data(), b32.data(), n, &st); }},
       {"stats_sub_f64",
        [&](size_t n) {
-         plain_stats(a64.data(), b64.data(), n, &st, [](const double* x, const double* y, size_t i) { return x[i] - y[i]; });
+         plain_stats(a64.data(), b64.data(), n, &st,
+                     [](const double* x, const double* y, size_t i) { return x[i] - y[i]; });
        },
        [&](K k, size_t n) { k.stats_sub_f64(a64.data(), b64.data(), n, &st); }},
-      {"div_f32", [&](size_t n) { plain_div(a32.data(), 3.0f, o32.data(), n); }, [&](K k, size_t n) { k.div_f32(a32.data(), 3.0f, o32.data(), n); }},
-      {"div_f64", [&](size_t n) { plain_div(a64.data(), 3.0, o64.data(), n); }, [&](K k, size_t n) { k.div_f64(a64.data(), 3.0, o64.data(), n); }},
+      {"div_f32", [&](size_t n) { plain_div(a32.data(), 3.0f, o32.data(), n); },
+       [&](K k, size_t n) { k.div_f32(a32.data(), 3.0f, o32.data(), n); }},
+      {"div_f64", [&](size_t n) { plain_div(a64.data(), 3.0, o64.data(), n); },
+       [&](K k, size_t n) { k.div_f64(a64.data(), 3.0, o64.data(), n); }},
       {"axpy_div_f32", [&](size_t n) { plain_axpy_div(r32.data(), 0.5f, a32.data(), 3.0f, n); },
        [&](K k, size_t n) { k.axpy_div_f32(r32.data(), 0.5f, a32.data(), 3.0f, n); }},
       {"axpy_div_f64", [&](size_t n) { plain_axpy_div(r64.data(), 0.5, a64.data(), 3.0, n); },
@@ -1315,8 +1426,9 @@ void run_bench(const std::vector<SimdTier>& tiers) {
   const size_t kSmall = 8192, kReps = 1000;
   for (const bool small : {false, true}) {
     if (small)
-      std::printf("\nns/element in cache: %zu elements x %zu calls (best of 5; x = plain loop / tier)\n", kSmall,
-                  kReps);
+      std::printf(
+          "\nns/element in cache: %zu elements x %zu calls (best of 5; x = plain loop / tier)\n",
+          kSmall, kReps);
     else
       std::printf("ns/element over %zu elements (best of 5; x = plain loop / tier)\n", n);
     std::printf("%-14s %8s", "kernel", "plain");
@@ -1344,10 +1456,18 @@ void run_bench(const std::vector<SimdTier>& tiers) {
 
 // ----------------------------------------------------------------- dispatch ---
 
-bool only_scalar(SimdTier t) { return t == SimdTier::scalar; }
-bool x86_avx2(SimdTier t) { return t == SimdTier::scalar || t == SimdTier::avx2; }
-bool x86_all(SimdTier t) { return t == SimdTier::scalar || t == SimdTier::avx2 || t == SimdTier::avx512; }
-bool arm(SimdTier t) { return t == SimdTier::scalar || t == SimdTier::neon; }
+bool only_scalar(SimdTier t) {
+  return t == SimdTier::scalar;
+}
+bool x86_avx2(SimdTier t) {
+  return t == SimdTier::scalar || t == SimdTier::avx2;
+}
+bool x86_all(SimdTier t) {
+  return t == SimdTier::scalar || t == SimdTier::avx2 || t == SimdTier::avx512;
+}
+bool arm(SimdTier t) {
+  return t == SimdTier::scalar || t == SimdTier::neon;
+}
 
 void test_dispatch() {
   CHECK(std::strcmp(ptth::tier_name(SimdTier::scalar), "scalar") == 0);
@@ -1365,7 +1485,8 @@ void test_dispatch() {
     } catch (const std::invalid_argument&) {
       threw = true;
     }
-    CHECK_MSG(threw == !ptth::tier_available(t), "kernels_for(%s) threw=%d", ptth::tier_name(t), int(threw));
+    CHECK_MSG(threw == !ptth::tier_available(t), "kernels_for(%s) threw=%d", ptth::tier_name(t),
+              int(threw));
   }
   CHECK(ptth::tier_available(ptth::active_tier()));
   CHECK(&ptth::kernels() == &ptth::kernels_for(ptth::active_tier()));
@@ -1390,13 +1511,20 @@ void test_dispatch() {
     bool noted;
   };
   const R rs[] = {
-      {nullptr, x86_all, SimdTier::avx512, false}, {"", x86_all, SimdTier::avx512, false},
-      {"auto", x86_avx2, SimdTier::avx2, false},   {"scalar", x86_all, SimdTier::scalar, false},
-      {"avx2", x86_all, SimdTier::avx2, false},    {"avx512", x86_all, SimdTier::avx512, false},
-      {"avx512", x86_avx2, SimdTier::avx2, true},  {"avx512", only_scalar, SimdTier::scalar, true},
-      {"avx2", only_scalar, SimdTier::scalar, true}, {"neon", x86_all, SimdTier::scalar, true},
-      {"neon", arm, SimdTier::neon, false},        {"avx2", arm, SimdTier::neon, true},
-      {"avx512", arm, SimdTier::neon, true},       {"sse9", x86_avx2, SimdTier::avx2, true},
+      {nullptr, x86_all, SimdTier::avx512, false},
+      {"", x86_all, SimdTier::avx512, false},
+      {"auto", x86_avx2, SimdTier::avx2, false},
+      {"scalar", x86_all, SimdTier::scalar, false},
+      {"avx2", x86_all, SimdTier::avx2, false},
+      {"avx512", x86_all, SimdTier::avx512, false},
+      {"avx512", x86_avx2, SimdTier::avx2, true},
+      {"avx512", only_scalar, SimdTier::scalar, true},
+      {"avx2", only_scalar, SimdTier::scalar, true},
+      {"neon", x86_all, SimdTier::scalar, true},
+      {"neon", arm, SimdTier::neon, false},
+      {"avx2", arm, SimdTier::neon, true},
+      {"avx512", arm, SimdTier::neon, true},
+      {"sse9", x86_avx2, SimdTier::avx2, true},
       {"AVX2", x86_all, SimdTier::avx512, true},
   };
   for (const R& r : rs) {
@@ -1423,8 +1551,8 @@ int main(int argc, char** argv) {
   const std::vector<SimdTier> tiers = available_tiers();
   std::printf("tiers:");
   for (SimdTier t : tiers) std::printf(" %s", ptth::tier_name(t));
-  std::printf("; active %s%s%s\n", ptth::tier_name(ptth::active_tier()), *ptth::simd_note() ? "; " : "",
-              ptth::simd_note());
+  std::printf("; active %s%s%s\n", ptth::tier_name(ptth::active_tier()),
+              *ptth::simd_note() ? "; " : "", ptth::simd_note());
   if (bench) {
     run_bench(tiers);
     return 0;
@@ -1439,18 +1567,36 @@ int main(int argc, char** argv) {
       {"known values", [&] { test_known_values(tiers); }},
       {"f16_to_f32 all halves", [&] { test_f16_to_f32_exhaustive(tiers); }},
       {"f64_to_f16", [&] { test_f64_to_f16(tiers); }},
-      {"elementwise", [&] { for (SimdTier t : tiers) test_elementwise(t); }},
-      {"all_finite", [&] { for (SimdTier t : tiers) test_all_finite(t); }},
+      {"elementwise",
+       [&] {
+         for (SimdTier t : tiers) test_elementwise(t);
+       }},
+      {"all_finite",
+       [&] {
+         for (SimdTier t : tiers) test_all_finite(t);
+       }},
       {"f64_to_f32", [&] { test_f64_to_f32(tiers); }},
       {"f32/f16_to_f64", [&] { test_widening(tiers); }},
-      {"wave-2 elementwise", [&] { for (SimdTier t : tiers) test_wave2_elementwise(t); }},
-      {"div/axpy_div cases", [&] { for (SimdTier t : tiers) test_wave2_traps(t); }},
-      {"stats", [&] {
-         for (SimdTier t : tiers) test_stats(t);
-         CHECK_MSG(g_order_sensitive > 100, "only %zu stats cases tell 16 lanes from one", g_order_sensitive);
+      {"wave-2 elementwise",
+       [&] {
+         for (SimdTier t : tiers) test_wave2_elementwise(t);
        }},
-      {quick ? "large outputs (skipped)" : "large (streamed) outputs", [&] { if (!quick) test_large_outputs(tiers); }},
-      {quick ? "f32_to_f16 sampled sweep" : "f32_to_f16 all 2^32", [&] { test_f32_to_f16_exhaustive(tiers, quick); }},
+      {"div/axpy_div cases",
+       [&] {
+         for (SimdTier t : tiers) test_wave2_traps(t);
+       }},
+      {"stats",
+       [&] {
+         for (SimdTier t : tiers) test_stats(t);
+         CHECK_MSG(g_order_sensitive > 100, "only %zu stats cases tell 16 lanes from one",
+                   g_order_sensitive);
+       }},
+      {quick ? "large outputs (skipped)" : "large (streamed) outputs",
+       [&] {
+         if (!quick) test_large_outputs(tiers);
+       }},
+      {quick ? "f32_to_f16 sampled sweep" : "f32_to_f16 all 2^32",
+       [&] { test_f32_to_f16_exhaustive(tiers, quick); }},
   };
   for (const Section& s : sections) {
     const int before = g_failures;

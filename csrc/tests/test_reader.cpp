@@ -8,20 +8,22 @@
 
 #include "core/deflate.hpp"
 #include "core/inflate.hpp"
-#include "core/stream_decoder.hpp"
 #include "core/reader.hpp"
+#include "core/stream_decoder.hpp"
 #include "core/writer.hpp"
 #include "tests/check.hpp"
 
 using namespace ptth;
 
-static const char* kVector1 = "5054544800000001000000010000000177000000010000000200000000000000080000803f000000c0";
+static const char* kVector1 =
+    "5054544800000001000000010000000177000000010000000200000000000000080000803f000000c0";
 static const char* kVector2 = "505454480000000100000000";
 static const char* kVector3 =
     "5054544800000001000000030000000966632e776569676874000000020000000200000003000000030000000c00"
     "3800bc00400000ff7b00b40000000766632e626961730000000000000001000000080000000000000c400000000573"
     "7465707300000001000000000000000200000000";
-static const char* kVector4 = "5054544800000001000000010000000177000000010000000200000000000000083f800000c0000000";
+static const char* kVector4 =
+    "5054544800000001000000010000000177000000010000000200000000000000083f800000c0000000";
 
 struct Result {
   bool ok = false;
@@ -54,7 +56,9 @@ static Result decode(const Bytes& data, size_t step, ReadOptions opts = {}) {
   return r;
 }
 
-static Bytes payload(const CollectedRecord& c) { return Bytes(c.data, c.data + c.info.nbytes); }
+static Bytes payload(const CollectedRecord& c) {
+  return Bytes(c.data, c.data + c.info.nbytes);
+}
 
 static void test_vectors() {
   Result r = decode(hex(kVector1), 0);
@@ -133,13 +137,20 @@ static void test_rules() {
   CHECK(r.reason == Reason::truncated && r.offset == 12 && r.record == 0);
   // Overflowing dims fail; a zero dim beside them makes numel 0.
   // name_len 0, ndim 3, dims, dtype 0, data_len 0
-  Bytes over = hex("505454480000000100000001" "00000000" "00000003" "ffffffff" "ffffffff" "0000ffff"
-                   "00000000" "00000000");
+  Bytes over =
+      hex("505454480000000100000001"
+          "00000000"
+          "00000003"
+          "ffffffff"
+          "ffffffff"
+          "0000ffff"
+          "00000000"
+          "00000000");
   r = decode(over, 0);
   CHECK(r.reason == Reason::size_overflow && r.offset == 36);
   // A zero dim makes numel 0, but NumPy must still be able to shape it:
   // the non-zero dims times the itemsize must stay within 2**63-1 bytes.
-  CHECK(decode(with_u32(over, 20, 0), 0).ok);                       // 0 x (2^32-1) x 65535
+  CHECK(decode(with_u32(over, 20, 0), 0).ok);                               // 0 x (2^32-1) x 65535
   CHECK(decode(with_u32(over, 28, 0), 0).reason == Reason::size_overflow);  // (2^32-1)^2 x 0
   // A payload larger than the limit fails before it is allocated.
   ReadOptions small;
@@ -174,7 +185,8 @@ static void test_compressed() {
       // Fewer than 4 bytes are detected on what there is (1F alone is raw DEFLATE), and
       // raw DEFLATE that fails before yielding the magic is not_ptth.
       bool short_cut = r.reason == Reason::not_ptth && (n < 4 || w == Wrapper::deflate);
-      CHECK(!r.ok && (r.reason == Reason::stream_truncated || r.reason == Reason::truncated || short_cut));
+      CHECK(!r.ok &&
+            (r.reason == Reason::stream_truncated || r.reason == Reason::truncated || short_cut));
     }
     Bytes extra = c;
     extra.push_back(0);

@@ -25,7 +25,9 @@ namespace {
 
 constexpr uint64_t kMul = (uint64_t(0xc6a4a793) << 32) + 0x5bd1e995;
 
-uint64_t mix(uint64_t v) { return v ^ (v >> 47); }
+uint64_t mix(uint64_t v) {
+  return v ^ (v >> 47);
+}
 
 uint64_t inverse(uint64_t a) {  // of an odd number, mod 2**64 (Newton's iteration)
   uint64_t x = a;
@@ -70,8 +72,8 @@ void put_u32(Bytes& b, uint32_t v) {
   for (int s = 24; s >= 0; s -= 8) b.push_back(uint8_t(v >> s));
 }
 
-void put_record(Bytes& b, const std::string& name, const std::vector<uint32_t>& dims,
-                uint32_t code, const Bytes& payload) {
+void put_record(Bytes& b, const std::string& name, const std::vector<uint32_t>& dims, uint32_t code,
+                const Bytes& payload) {
   put_u32(b, uint32_t(name.size()));
   b.insert(b.end(), name.begin(), name.end());
   put_u32(b, uint32_t(dims.size()));
@@ -143,10 +145,9 @@ const Bytes kTie = {0x3e, 0x99, 0x99, 0x41};
 
 std::unique_ptr<Aggregator> two_params() {
   static const float zeros[3] = {0, 0, 0};
-  return std::make_unique<Aggregator>(
-      std::vector<TemplateParam>{{"b", {1}, DType::float32, zeros},
-                                 {"w", {2}, DType::float32, zeros}},
-      Accum::f64);
+  return std::make_unique<Aggregator>(std::vector<TemplateParam>{{"b", {1}, DType::float32, zeros},
+                                                                 {"w", {2}, DType::float32, zeros}},
+                                      Accum::f64);
 }
 
 double acc(Aggregator& agg, size_t i, size_t k) {

@@ -15,28 +15,62 @@ namespace {
 // vcvtps2ph immediate: round to nearest even, independent of MXCSR.
 constexpr int kRne = _MM_FROUND_TO_NEAREST_INT;
 
-inline __m256 ld8f(const float* p, Full) { return _mm256_loadu_ps(p); }
-inline __m256 ld8f(const float* p, Part t) { return ld_part<__m256>(p, t); }
-inline void st8f(float* p, __m256 v, Full) { _mm256_storeu_ps(p, v); }
-inline void st8f(float* p, __m256 v, Part t) { st_part(p, v, t); }
-inline void st8f(float* p, __m256 v, Stream) { _mm256_stream_ps(p, v); }
+inline __m256 ld8f(const float* p, Full) {
+  return _mm256_loadu_ps(p);
+}
+inline __m256 ld8f(const float* p, Part t) {
+  return ld_part<__m256>(p, t);
+}
+inline void st8f(float* p, __m256 v, Full) {
+  _mm256_storeu_ps(p, v);
+}
+inline void st8f(float* p, __m256 v, Part t) {
+  st_part(p, v, t);
+}
+inline void st8f(float* p, __m256 v, Stream) {
+  _mm256_stream_ps(p, v);
+}
 
-inline __m256d ld4d(const double* p, Full) { return _mm256_loadu_pd(p); }
-inline __m256d ld4d(const double* p, Part t) { return ld_part<__m256d>(p, t); }
-inline void st4d(double* p, __m256d v, Full) { _mm256_storeu_pd(p, v); }
-inline void st4d(double* p, __m256d v, Part t) { st_part(p, v, t); }
-inline void st4d(double* p, __m256d v, Stream) { _mm256_stream_pd(p, v); }
+inline __m256d ld4d(const double* p, Full) {
+  return _mm256_loadu_pd(p);
+}
+inline __m256d ld4d(const double* p, Part t) {
+  return ld_part<__m256d>(p, t);
+}
+inline void st4d(double* p, __m256d v, Full) {
+  _mm256_storeu_pd(p, v);
+}
+inline void st4d(double* p, __m256d v, Part t) {
+  st_part(p, v, t);
+}
+inline void st4d(double* p, __m256d v, Stream) {
+  _mm256_stream_pd(p, v);
+}
 
-inline __m128i ld8h(const uint16_t* p, Full) { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(p)); }
-inline __m128i ld8h(const uint16_t* p, Part t) { return ld_part<__m128i>(p, t); }
-inline void st8h(uint16_t* p, __m128i v, Full) { _mm_storeu_si128(reinterpret_cast<__m128i*>(p), v); }
-inline void st8h(uint16_t* p, __m128i v, Part t) { st_part(p, v, t); }
-inline void st8h(uint16_t* p, __m128i v, Stream) { _mm_stream_si128(reinterpret_cast<__m128i*>(p), v); }
+inline __m128i ld8h(const uint16_t* p, Full) {
+  return _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+}
+inline __m128i ld8h(const uint16_t* p, Part t) {
+  return ld_part<__m128i>(p, t);
+}
+inline void st8h(uint16_t* p, __m128i v, Full) {
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(p), v);
+}
+inline void st8h(uint16_t* p, __m128i v, Part t) {
+  st_part(p, v, t);
+}
+inline void st8h(uint16_t* p, __m128i v, Stream) {
+  _mm_stream_si128(reinterpret_cast<__m128i*>(p), v);
+}
 
 template <class T>
-inline __m256i ld256i(const T* p, Full) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
+inline __m256i ld256i(const T* p, Full) {
+  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+}
 template <class T>
-inline __m256i ld256i(const T* p, Part t) { return ld_part<__m256i>(p, t); }
+inline __m256i ld256i(const T* p, Part t) {
+  return ld_part<__m256i>(p, t);
+}
 
 struct Sfence {
   void operator()() const { _mm_sfence(); }
@@ -62,10 +96,12 @@ inline __m128 f64_to_f32_odd(__m256d d) {
   const __m128 f = _mm256_cvtpd_ps(d);
   const __m256d back = _mm256_cvtps_pd(f);
   const __m256d abs_mask = _mm256_castsi256_pd(_mm256_set1_epi64x(0x7fffffffffffffffll));
-  const __m256d away = _mm256_cmp_pd(_mm256_and_pd(back, abs_mask), _mm256_and_pd(d, abs_mask), _CMP_GT_OQ);
+  const __m256d away =
+      _mm256_cmp_pd(_mm256_and_pd(back, abs_mask), _mm256_and_pd(d, abs_mask), _CMP_GT_OQ);
   const __m256d inexact = _mm256_cmp_pd(back, d, _CMP_NEQ_UQ);
   const __m256i lo_dwords = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);
-  const __m128i away32 = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(_mm256_castpd_si256(away), lo_dwords));
+  const __m128i away32 =
+      _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(_mm256_castpd_si256(away), lo_dwords));
   const __m128i inexact32 =
       _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(_mm256_castpd_si256(inexact), lo_dwords));
   __m128i bits = _mm_add_epi32(_mm_castps_si128(f), away32);  // one step back toward zero
@@ -79,11 +115,13 @@ inline __m128i f64x8_to_f16(__m256d lo, __m256d hi) {
 }
 
 void f32_to_f16(const float* src, uint16_t* dst, size_t n) {
-  each_to<8>(dst, n, [&](size_t i, auto t) { st8h(dst + i, _mm256_cvtps_ph(ld8f(src + i, t), kRne), t); });
+  each_to<8>(dst, n,
+             [&](size_t i, auto t) { st8h(dst + i, _mm256_cvtps_ph(ld8f(src + i, t), kRne), t); });
 }
 
 void f16_to_f32(const uint16_t* src, float* dst, size_t n) {
-  each_to<8>(dst, n, [&](size_t i, auto t) { st8f(dst + i, _mm256_cvtph_ps(ld8h(src + i, t)), t); });
+  each_to<8>(dst, n,
+             [&](size_t i, auto t) { st8f(dst + i, _mm256_cvtph_ps(ld8h(src + i, t)), t); });
 }
 
 void f64_to_f16(const double* src, uint16_t* dst, size_t n) {
@@ -93,11 +131,15 @@ void f64_to_f16(const double* src, uint16_t* dst, size_t n) {
 }
 
 void sub_f32(const float* a, const float* b, float* out, size_t n) {
-  each_to<8>(out, n, [&](size_t i, auto t) { st8f(out + i, _mm256_sub_ps(ld8f(a + i, t), ld8f(b + i, t)), t); });
+  each_to<8>(out, n, [&](size_t i, auto t) {
+    st8f(out + i, _mm256_sub_ps(ld8f(a + i, t), ld8f(b + i, t)), t);
+  });
 }
 
 void sub_f64(const double* a, const double* b, double* out, size_t n) {
-  each_to<4>(out, n, [&](size_t i, auto t) { st4d(out + i, _mm256_sub_pd(ld4d(a + i, t), ld4d(b + i, t)), t); });
+  each_to<4>(out, n, [&](size_t i, auto t) {
+    st4d(out + i, _mm256_sub_pd(ld4d(a + i, t), ld4d(b + i, t)), t);
+  });
 }
 
 void sub_f32_to_f16(const float* a, const float* b, uint16_t* out, size_t n) {
@@ -185,8 +227,9 @@ template <size_t W, class F>
 inline bool none_bad(size_t n, F bad) {
   size_t i = 0;
   for (; i + 4 * W <= n; i += 4 * W) {
-    const __m256i m = _mm256_or_si256(_mm256_or_si256(bad(i, Full{}), bad(i + W, Full{})),
-                                      _mm256_or_si256(bad(i + 2 * W, Full{}), bad(i + 3 * W, Full{})));
+    const __m256i m =
+        _mm256_or_si256(_mm256_or_si256(bad(i, Full{}), bad(i + W, Full{})),
+                        _mm256_or_si256(bad(i + 2 * W, Full{}), bad(i + 3 * W, Full{})));
     if (!_mm256_testz_si256(m, m)) return false;
   }
   for (; i + W <= n; i += W) {
@@ -269,7 +312,8 @@ inline uint64_t hmax(__m256i v) {
 
 template <class E, class U, class Block, class Tail>
 inline void stats_run(size_t n, Stats* out, Block& block, Tail& tail) {
-  __m256d acc[4] = {_mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd()};
+  __m256d acc[4] = {_mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd(),
+                    _mm256_setzero_pd()};
   __m256i mx[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(),
                    _mm256_setzero_si256()};
   const size_t whole = n / 16 * 16;
@@ -284,16 +328,20 @@ inline void stats_run(size_t n, Stats* out, Block& block, Tail& tail) {
   stats_finish<E>(s, out);
 }
 
-inline void add_sq(__m256d& acc, __m256d v) { acc = _mm256_add_pd(acc, _mm256_mul_pd(v, v)); }
+inline void add_sq(__m256d& acc, __m256d v) {
+  acc = _mm256_add_pd(acc, _mm256_mul_pd(v, v));
+}
 
 // Max of sign-cleared 64-bit patterns: AVX2 has no unsigned 64-bit max, but
 // with the sign bit clear the signed compare orders them the same.
 inline __m256i max_abs64(__m256i m, __m256d v) {
-  const __m256i a = _mm256_and_si256(_mm256_castpd_si256(v), _mm256_set1_epi64x(0x7fffffffffffffffll));
+  const __m256i a =
+      _mm256_and_si256(_mm256_castpd_si256(v), _mm256_set1_epi64x(0x7fffffffffffffffll));
   return _mm256_blendv_epi8(m, a, _mm256_cmpgt_epi64(a, m));
 }
 inline __m256i max_abs32(__m256i m, __m256 v) {
-  return _mm256_max_epu32(m, _mm256_and_si256(_mm256_castps_si256(v), _mm256_set1_epi32(0x7fffffff)));
+  return _mm256_max_epu32(m,
+                          _mm256_and_si256(_mm256_castps_si256(v), _mm256_set1_epi32(0x7fffffff)));
 }
 
 // 8 floats: |bits| into mx, squares (exact in double) into two lane vectors.
@@ -308,7 +356,8 @@ void stats_f16(const uint16_t* x, size_t n, Stats* out) {
     const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i));
     mx[0] = _mm256_max_epu16(mx[0], _mm256_and_si256(h, _mm256_set1_epi16(0x7fff)));
     for (int k = 0; k < 2; ++k) {
-      const __m256 f = _mm256_cvtph_ps(k == 0 ? _mm256_castsi256_si128(h) : _mm256_extracti128_si256(h, 1));
+      const __m256 f =
+          _mm256_cvtph_ps(k == 0 ? _mm256_castsi256_si128(h) : _mm256_extracti128_si256(h, 1));
       const __m256 sq = _mm256_mul_ps(f, f);  // exact: 22 significant bits, >= 2^-48
       acc[2 * k] = _mm256_add_pd(acc[2 * k], _mm256_cvtps_pd(_mm256_castps256_ps128(sq)));
       acc[2 * k + 1] = _mm256_add_pd(acc[2 * k + 1], _mm256_cvtps_pd(_mm256_extractf128_ps(sq, 1)));
@@ -320,7 +369,8 @@ void stats_f16(const uint16_t* x, size_t n, Stats* out) {
 
 void stats_f32(const float* x, size_t n, Stats* out) {
   auto block = [&](size_t i, __m256d* acc, __m256i* mx) {
-    for (int k = 0; k < 2; ++k) stats_f32x8(_mm256_loadu_ps(x + i + 8 * k), acc[2 * k], acc[2 * k + 1], mx[k]);
+    for (int k = 0; k < 2; ++k)
+      stats_f32x8(_mm256_loadu_ps(x + i + 8 * k), acc[2 * k], acc[2 * k + 1], mx[k]);
   };
   auto tail = [&](size_t i, size_t e, StatsAcc& s) { ref::stats<F32Bits>(x, i, e, s); };
   stats_run<F32Bits, uint32_t>(n, out, block, tail);
@@ -329,7 +379,8 @@ void stats_f32(const float* x, size_t n, Stats* out) {
 void stats_sub_f32(const float* a, const float* b, size_t n, Stats* out) {
   auto block = [&](size_t i, __m256d* acc, __m256i* mx) {
     for (int k = 0; k < 2; ++k) {
-      const __m256 v = _mm256_sub_ps(_mm256_loadu_ps(a + i + 8 * k), _mm256_loadu_ps(b + i + 8 * k));
+      const __m256 v =
+          _mm256_sub_ps(_mm256_loadu_ps(a + i + 8 * k), _mm256_loadu_ps(b + i + 8 * k));
       stats_f32x8(v, acc[2 * k], acc[2 * k + 1], mx[k]);
     }
   };
@@ -352,7 +403,8 @@ void stats_f64(const double* x, size_t n, Stats* out) {
 void stats_sub_f64(const double* a, const double* b, size_t n, Stats* out) {
   auto block = [&](size_t i, __m256d* acc, __m256i* mx) {
     for (int k = 0; k < 4; ++k) {
-      const __m256d v = _mm256_sub_pd(_mm256_loadu_pd(a + i + 4 * k), _mm256_loadu_pd(b + i + 4 * k));
+      const __m256d v =
+          _mm256_sub_pd(_mm256_loadu_pd(a + i + 4 * k), _mm256_loadu_pd(b + i + 4 * k));
       mx[k] = max_abs64(mx[k], v);
       add_sq(acc[k], v);
     }
@@ -398,13 +450,11 @@ void axpy_div_f64(double* r, double lr, const double* acc, double d, size_t n) {
 }  // namespace
 
 extern const Kernels avx2_kernels = {
-    f32_to_f16,     f16_to_f32,     f64_to_f16,     sub_f32,        sub_f64,
-    sub_f32_to_f16, sub_f64_to_f16, axpy_f32,       axpy_f32_f16,   axpy_f64,
-    acc_f64_f16,    acc_f64_f32,    acc_f64_f64,    acc_f32_f16,    acc_f32_f32,
-    all_finite_f16, all_finite_f32, all_finite_f64,
-    f64_to_f32,     f32_to_f64,     f16_to_f64,
-    stats_f16,      stats_f32,      stats_f64,      stats_sub_f32,  stats_sub_f64,
-    div_f32,        div_f64,        axpy_div_f32,   axpy_div_f64,
+    f32_to_f16,     f16_to_f32,    f64_to_f16,   sub_f32,        sub_f64,        sub_f32_to_f16,
+    sub_f64_to_f16, axpy_f32,      axpy_f32_f16, axpy_f64,       acc_f64_f16,    acc_f64_f32,
+    acc_f64_f64,    acc_f32_f16,   acc_f32_f32,  all_finite_f16, all_finite_f32, all_finite_f64,
+    f64_to_f32,     f32_to_f64,    f16_to_f64,   stats_f16,      stats_f32,      stats_f64,
+    stats_sub_f32,  stats_sub_f64, div_f32,      div_f64,        axpy_div_f32,   axpy_div_f64,
 };
 
 }  // namespace detail

@@ -16,44 +16,102 @@ constexpr int kRne = _MM_FROUND_TO_NEAREST_INT;
 
 // Vector bodies take Full, Stream (common.hpp) or, for the wave-1 tails, a
 // lane mask (__mmask8/16/32 by lane count).
-inline __m512 ld16f(const float* p, Full) { return _mm512_loadu_ps(p); }
-inline __m512 ld16f(const float* p, __mmask16 m) { return _mm512_maskz_loadu_ps(m, p); }
-inline void st16f(float* p, __m512 v, Full) { _mm512_storeu_ps(p, v); }
-inline void st16f(float* p, __m512 v, __mmask16 m) { _mm512_mask_storeu_ps(p, m, v); }
-inline void st16f(float* p, __m512 v, Stream) { _mm512_stream_ps(p, v); }
+inline __m512 ld16f(const float* p, Full) {
+  return _mm512_loadu_ps(p);
+}
+inline __m512 ld16f(const float* p, __mmask16 m) {
+  return _mm512_maskz_loadu_ps(m, p);
+}
+inline void st16f(float* p, __m512 v, Full) {
+  _mm512_storeu_ps(p, v);
+}
+inline void st16f(float* p, __m512 v, __mmask16 m) {
+  _mm512_mask_storeu_ps(p, m, v);
+}
+inline void st16f(float* p, __m512 v, Stream) {
+  _mm512_stream_ps(p, v);
+}
 
-inline __m256 ld8f(const float* p, Full) { return _mm256_loadu_ps(p); }
-inline __m256 ld8f(const float* p, __mmask8 m) { return _mm256_maskz_loadu_ps(m, p); }
+inline __m256 ld8f(const float* p, Full) {
+  return _mm256_loadu_ps(p);
+}
+inline __m256 ld8f(const float* p, __mmask8 m) {
+  return _mm256_maskz_loadu_ps(m, p);
+}
 
-inline __m512d ld8d(const double* p, Full) { return _mm512_loadu_pd(p); }
-inline __m512d ld8d(const double* p, __mmask8 m) { return _mm512_maskz_loadu_pd(m, p); }
-inline void st8d(double* p, __m512d v, Full) { _mm512_storeu_pd(p, v); }
-inline void st8d(double* p, __m512d v, __mmask8 m) { _mm512_mask_storeu_pd(p, m, v); }
-inline void st8d(double* p, __m512d v, Stream) { _mm512_stream_pd(p, v); }
+inline __m512d ld8d(const double* p, Full) {
+  return _mm512_loadu_pd(p);
+}
+inline __m512d ld8d(const double* p, __mmask8 m) {
+  return _mm512_maskz_loadu_pd(m, p);
+}
+inline void st8d(double* p, __m512d v, Full) {
+  _mm512_storeu_pd(p, v);
+}
+inline void st8d(double* p, __m512d v, __mmask8 m) {
+  _mm512_mask_storeu_pd(p, m, v);
+}
+inline void st8d(double* p, __m512d v, Stream) {
+  _mm512_stream_pd(p, v);
+}
 
-inline __m256i ld16h(const uint16_t* p, Full) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
-inline __m256i ld16h(const uint16_t* p, __mmask16 m) { return _mm256_maskz_loadu_epi16(m, p); }
-inline void st16h(uint16_t* p, __m256i v, Full) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), v); }
-inline void st16h(uint16_t* p, __m256i v, __mmask16 m) { _mm256_mask_storeu_epi16(p, m, v); }
-inline void st16h(uint16_t* p, __m256i v, Stream) { _mm256_stream_si256(reinterpret_cast<__m256i*>(p), v); }
+inline __m256i ld16h(const uint16_t* p, Full) {
+  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+}
+inline __m256i ld16h(const uint16_t* p, __mmask16 m) {
+  return _mm256_maskz_loadu_epi16(m, p);
+}
+inline void st16h(uint16_t* p, __m256i v, Full) {
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), v);
+}
+inline void st16h(uint16_t* p, __m256i v, __mmask16 m) {
+  _mm256_mask_storeu_epi16(p, m, v);
+}
+inline void st16h(uint16_t* p, __m256i v, Stream) {
+  _mm256_stream_si256(reinterpret_cast<__m256i*>(p), v);
+}
 
-inline __m128i ld8h(const uint16_t* p, Full) { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(p)); }
-inline __m128i ld8h(const uint16_t* p, __mmask8 m) { return _mm_maskz_loadu_epi16(m, p); }
-inline void st8h(uint16_t* p, __m128i v, Full) { _mm_storeu_si128(reinterpret_cast<__m128i*>(p), v); }
-inline void st8h(uint16_t* p, __m128i v, __mmask8 m) { _mm_mask_storeu_epi16(p, m, v); }
-inline void st8h(uint16_t* p, __m128i v, Stream) { _mm_stream_si128(reinterpret_cast<__m128i*>(p), v); }
+inline __m128i ld8h(const uint16_t* p, Full) {
+  return _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+}
+inline __m128i ld8h(const uint16_t* p, __mmask8 m) {
+  return _mm_maskz_loadu_epi16(m, p);
+}
+inline void st8h(uint16_t* p, __m128i v, Full) {
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(p), v);
+}
+inline void st8h(uint16_t* p, __m128i v, __mmask8 m) {
+  _mm_mask_storeu_epi16(p, m, v);
+}
+inline void st8h(uint16_t* p, __m128i v, Stream) {
+  _mm_stream_si128(reinterpret_cast<__m128i*>(p), v);
+}
 
-inline __m512i ld512(const void* p, Full) { return _mm512_loadu_si512(p); }
-inline __m512i ld512(const uint16_t* p, __mmask32 m) { return _mm512_maskz_loadu_epi16(m, p); }
-inline __m512i ld512(const float* p, __mmask16 m) { return _mm512_maskz_loadu_epi32(m, p); }
-inline __m512i ld512(const double* p, __mmask8 m) { return _mm512_maskz_loadu_epi64(m, p); }
+inline __m512i ld512(const void* p, Full) {
+  return _mm512_loadu_si512(p);
+}
+inline __m512i ld512(const uint16_t* p, __mmask32 m) {
+  return _mm512_maskz_loadu_epi16(m, p);
+}
+inline __m512i ld512(const float* p, __mmask16 m) {
+  return _mm512_maskz_loadu_epi32(m, p);
+}
+inline __m512i ld512(const double* p, __mmask8 m) {
+  return _mm512_maskz_loadu_epi64(m, p);
+}
 
 // Conversions (and the max below) through their all-lanes maskz forms: the
 // plain forms pass _mm512_undefined_*(), which GCC 12 flags with
 // -Wmaybe-uninitialized.
-inline __m512d cvt_ps_pd(__m256 v) { return _mm512_maskz_cvtps_pd(0xff, v); }
-inline __m512 cvt_ph_ps(__m256i v) { return _mm512_maskz_cvtph_ps(0xffff, v); }
-inline __m256i cvt_ps_ph(__m512 v) { return _mm512_maskz_cvtps_ph(0xffff, v, kRne); }
+inline __m512d cvt_ps_pd(__m256 v) {
+  return _mm512_maskz_cvtps_pd(0xff, v);
+}
+inline __m512 cvt_ph_ps(__m256i v) {
+  return _mm512_maskz_cvtph_ps(0xffff, v);
+}
+inline __m256i cvt_ps_ph(__m512 v) {
+  return _mm512_maskz_cvtps_ph(0xffff, v, kRne);
+}
 
 struct Sfence {
   void operator()() const { _mm_sfence(); }
@@ -64,7 +122,9 @@ struct Sfence {
 template <class M, class F>
 struct MaskTail {
   F& f;
-  void operator()(size_t i, size_t end) const { f(i, static_cast<M>((uint64_t(1) << (end - i)) - 1)); }
+  void operator()(size_t i, size_t end) const {
+    f(i, static_cast<M>((uint64_t(1) << (end - i)) - 1));
+  }
 };
 
 template <size_t W, class M, class F>
@@ -91,15 +151,18 @@ inline __m128i f64x8_to_f16(__m512d d) {
 }
 
 void f32_to_f16(const float* src, uint16_t* dst, size_t n) {
-  each_to<16, __mmask16>(dst, n, [&](size_t i, auto m) { st16h(dst + i, cvt_ps_ph(ld16f(src + i, m)), m); });
+  each_to<16, __mmask16>(
+      dst, n, [&](size_t i, auto m) { st16h(dst + i, cvt_ps_ph(ld16f(src + i, m)), m); });
 }
 
 void f16_to_f32(const uint16_t* src, float* dst, size_t n) {
-  each_to<16, __mmask16>(dst, n, [&](size_t i, auto m) { st16f(dst + i, cvt_ph_ps(ld16h(src + i, m)), m); });
+  each_to<16, __mmask16>(
+      dst, n, [&](size_t i, auto m) { st16f(dst + i, cvt_ph_ps(ld16h(src + i, m)), m); });
 }
 
 void f64_to_f16(const double* src, uint16_t* dst, size_t n) {
-  each_to<8, __mmask8>(dst, n, [&](size_t i, auto m) { st8h(dst + i, f64x8_to_f16(ld8d(src + i, m)), m); });
+  each_to<8, __mmask8>(dst, n,
+                       [&](size_t i, auto m) { st8h(dst + i, f64x8_to_f16(ld8d(src + i, m)), m); });
 }
 
 void sub_f32(const float* a, const float* b, float* out, size_t n) {
@@ -219,21 +282,18 @@ struct Ops64 {
 };
 
 bool all_finite_f16(const uint16_t* x, size_t n) {
-  return none_bad<32, __mmask32, Ops16>(n, [&](size_t i, auto m) {
-    return _mm512_and_si512(ld512(x + i, m), Ops16::kexp());
-  });
+  return none_bad<32, __mmask32, Ops16>(
+      n, [&](size_t i, auto m) { return _mm512_and_si512(ld512(x + i, m), Ops16::kexp()); });
 }
 
 bool all_finite_f32(const float* x, size_t n) {
-  return none_bad<16, __mmask16, Ops32>(n, [&](size_t i, auto m) {
-    return _mm512_and_si512(ld512(x + i, m), Ops32::kexp());
-  });
+  return none_bad<16, __mmask16, Ops32>(
+      n, [&](size_t i, auto m) { return _mm512_and_si512(ld512(x + i, m), Ops32::kexp()); });
 }
 
 bool all_finite_f64(const double* x, size_t n) {
-  return none_bad<8, __mmask8, Ops64>(n, [&](size_t i, auto m) {
-    return _mm512_and_si512(ld512(x + i, m), Ops64::kexp());
-  });
+  return none_bad<8, __mmask8, Ops64>(
+      n, [&](size_t i, auto m) { return _mm512_and_si512(ld512(x + i, m), Ops64::kexp()); });
 }
 
 // ---------------------------------------------------------------- wave 2 ---
@@ -241,8 +301,12 @@ bool all_finite_f64(const double* x, size_t n) {
 // the rest.
 
 // Halves of a vector, through the maskz forms (see cvt_ps_pd above).
-inline __m256 hi256(__m512 v) { return _mm256_castpd_ps(_mm512_maskz_extractf64x4_pd(0xf, _mm512_castps_pd(v), 1)); }
-inline __m256 lo256(__m512 v) { return _mm256_castpd_ps(_mm512_maskz_extractf64x4_pd(0xf, _mm512_castps_pd(v), 0)); }
+inline __m256 hi256(__m512 v) {
+  return _mm256_castpd_ps(_mm512_maskz_extractf64x4_pd(0xf, _mm512_castps_pd(v), 1));
+}
+inline __m256 lo256(__m512 v) {
+  return _mm256_castpd_ps(_mm512_maskz_extractf64x4_pd(0xf, _mm512_castps_pd(v), 0));
+}
 
 void f64_to_f32(const double* src, float* dst, size_t n) {
   auto body = [&](size_t i, auto t) {
@@ -305,16 +369,20 @@ inline void stats_run(size_t n, Stats* out, Block& block, Tail& tail) {
   stats_finish<E>(s, out);
 }
 
-inline void add_sq(__m512d& acc, __m512d v) { acc = _mm512_add_pd(acc, _mm512_mul_pd(v, v)); }
+inline void add_sq(__m512d& acc, __m512d v) {
+  acc = _mm512_add_pd(acc, _mm512_mul_pd(v, v));
+}
 
 inline __m512i max_abs64(__m512i m, __m512d v) {
-  const __m512i a = _mm512_and_si512(_mm512_castpd_si512(v), _mm512_set1_epi64(0x7fffffffffffffffll));
+  const __m512i a =
+      _mm512_and_si512(_mm512_castpd_si512(v), _mm512_set1_epi64(0x7fffffffffffffffll));
   return _mm512_maskz_max_epu64(0xff, m, a);
 }
 
 // 16 floats: |bits| into mx, squares (exact in double) into the two lane vectors.
 inline void stats_f32x16(__m512 v, __m512d* acc, __m512i& mx) {
-  mx = _mm512_maskz_max_epu32(0xffff, mx, _mm512_and_si512(_mm512_castps_si512(v), _mm512_set1_epi32(0x7fffffff)));
+  mx = _mm512_maskz_max_epu32(
+      0xffff, mx, _mm512_and_si512(_mm512_castps_si512(v), _mm512_set1_epi32(0x7fffffff)));
   add_sq(acc[0], cvt_ps_pd(lo256(v)));
   add_sq(acc[1], cvt_ps_pd(hi256(v)));
 }
@@ -322,7 +390,8 @@ inline void stats_f32x16(__m512 v, __m512d* acc, __m512i& mx) {
 void stats_f16(const uint16_t* x, size_t n, Stats* out) {
   auto block = [&](size_t i, __m512d* acc, __m512i* mx) {
     const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i));
-    const __m512i a = _mm512_maskz_cvtepu16_epi32(0xffff, _mm256_and_si256(h, _mm256_set1_epi16(0x7fff)));
+    const __m512i a =
+        _mm512_maskz_cvtepu16_epi32(0xffff, _mm256_and_si256(h, _mm256_set1_epi16(0x7fff)));
     mx[0] = _mm512_maskz_max_epu32(0xffff, mx[0], a);
     const __m512 f = cvt_ph_ps(h);
     const __m512 sq = _mm512_mul_ps(f, f);  // exact: 22 significant bits, >= 2^-48
@@ -334,7 +403,9 @@ void stats_f16(const uint16_t* x, size_t n, Stats* out) {
 }
 
 void stats_f32(const float* x, size_t n, Stats* out) {
-  auto block = [&](size_t i, __m512d* acc, __m512i* mx) { stats_f32x16(_mm512_loadu_ps(x + i), acc, mx[0]); };
+  auto block = [&](size_t i, __m512d* acc, __m512i* mx) {
+    stats_f32x16(_mm512_loadu_ps(x + i), acc, mx[0]);
+  };
   auto tail = [&](size_t i, size_t e, StatsAcc& s) { ref::stats<F32Bits>(x, i, e, s); };
   stats_run<F32Bits, uint32_t>(n, out, block, tail);
 }
@@ -362,7 +433,8 @@ void stats_f64(const double* x, size_t n, Stats* out) {
 void stats_sub_f64(const double* a, const double* b, size_t n, Stats* out) {
   auto block = [&](size_t i, __m512d* acc, __m512i* mx) {
     for (int k = 0; k < 2; ++k) {
-      const __m512d v = _mm512_sub_pd(_mm512_loadu_pd(a + i + 8 * k), _mm512_loadu_pd(b + i + 8 * k));
+      const __m512d v =
+          _mm512_sub_pd(_mm512_loadu_pd(a + i + 8 * k), _mm512_loadu_pd(b + i + 8 * k));
       mx[k] = max_abs64(mx[k], v);
       add_sq(acc[k], v);
     }
@@ -408,13 +480,11 @@ void axpy_div_f64(double* r, double lr, const double* acc, double d, size_t n) {
 }  // namespace
 
 extern const Kernels avx512_kernels = {
-    f32_to_f16,     f16_to_f32,     f64_to_f16,     sub_f32,        sub_f64,
-    sub_f32_to_f16, sub_f64_to_f16, axpy_f32,       axpy_f32_f16,   axpy_f64,
-    acc_f64_f16,    acc_f64_f32,    acc_f64_f64,    acc_f32_f16,    acc_f32_f32,
-    all_finite_f16, all_finite_f32, all_finite_f64,
-    f64_to_f32,     f32_to_f64,     f16_to_f64,
-    stats_f16,      stats_f32,      stats_f64,      stats_sub_f32,  stats_sub_f64,
-    div_f32,        div_f64,        axpy_div_f32,   axpy_div_f64,
+    f32_to_f16,     f16_to_f32,    f64_to_f16,   sub_f32,        sub_f64,        sub_f32_to_f16,
+    sub_f64_to_f16, axpy_f32,      axpy_f32_f16, axpy_f64,       acc_f64_f16,    acc_f64_f32,
+    acc_f64_f64,    acc_f32_f16,   acc_f32_f32,  all_finite_f16, all_finite_f32, all_finite_f64,
+    f64_to_f32,     f32_to_f64,    f16_to_f64,   stats_f16,      stats_f32,      stats_f64,
+    stats_sub_f32,  stats_sub_f64, div_f32,      div_f64,        axpy_div_f32,   axpy_div_f64,
 };
 
 }  // namespace detail

@@ -65,7 +65,7 @@ inline uint16_t half_from_f32(float f) {
     return static_cast<uint16_t>(sign | 0x7e00u | ((x >> 13) & 0x3ffu));
   }
   if (x >= 0x47800000u) return sign | 0x7c00u;  // >= 65536
-  if (x >= 0x38800000u) {                        // >= 2^-14: normal half
+  if (x >= 0x38800000u) {                       // >= 2^-14: normal half
     // Rebias in place, then round the 13 dropped bits to nearest even; a
     // carry rolls into the exponent and, past 65504, into inf.
     uint32_t m = x - (112u << 23);
@@ -182,7 +182,9 @@ inline double f64_from_f32(float f) {
 }
 
 // Exact; a NaN comes back quiet with its payload << 42 (as through f32).
-inline double f64_from_half(uint16_t h) { return f64_from_f32(f32_from_half(h)); }
+inline double f64_from_half(uint16_t h) {
+  return f64_from_f32(f32_from_half(h));
+}
 
 // ---------------------------------------------------------- loop drivers ---
 
@@ -195,8 +197,12 @@ struct Stream : Full {};
 struct Part {
   size_t r;  // valid elements from the pointer on
 };
-inline Full skip(Full, size_t) { return {}; }
-inline Part skip(Part t, size_t k) { return {t.r > k ? t.r - k : 0}; }
+inline Full skip(Full, size_t) {
+  return {};
+}
+inline Part skip(Part t, size_t k) {
+  return {t.r > k ? t.r - k : 0};
+}
 
 template <class V, class T>
 inline V ld_part(const T* p, Part t) {
@@ -287,7 +293,9 @@ struct F32Bits {
   static constexpr uint64_t kInf = 0x7f800000u;
   static uint64_t abs_bits(float v) { return bit_cast<uint32_t>(v) & 0x7fffffffu; }
   static double wide(float v) { return double(v); }  // exact
-  static double from_abs_bits(uint64_t b) { return double(bit_cast<float>(static_cast<uint32_t>(b))); }
+  static double from_abs_bits(uint64_t b) {
+    return double(bit_cast<float>(static_cast<uint32_t>(b)));
+  }
 };
 struct F64Bits {
   using T = double;
@@ -338,7 +346,8 @@ inline void stats(const typename E::T* x, size_t i, size_t n, StatsAcc& s) {
   for (; i < n; ++i) stats_add<E>(s, i, load(x, i));
 }
 template <class E>
-inline void stats_sub(const typename E::T* a, const typename E::T* b, size_t i, size_t n, StatsAcc& s) {
+inline void stats_sub(const typename E::T* a, const typename E::T* b, size_t i, size_t n,
+                      StatsAcc& s) {
   using T = typename E::T;
   for (; i < n; ++i) stats_add<E>(s, i, T(load(a, i) - load(b, i)));  // rounded in T
 }

@@ -55,8 +55,8 @@ Features detect() {
   const bool osxsave = l1.c & (1u << 27), avx = l1.c & (1u << 28), f16c = l1.c & (1u << 29);
   if (!(osxsave && avx && f16c)) return f;
   const uint64_t xcr0 = xgetbv0();
-  const bool ymm_state = (xcr0 & 0x6) == 0x6;     // XMM | YMM
-  const bool zmm_state = (xcr0 & 0xE6) == 0xE6;   // + opmask, ZMM_Hi256, Hi16_ZMM
+  const bool ymm_state = (xcr0 & 0x6) == 0x6;    // XMM | YMM
+  const bool zmm_state = (xcr0 & 0xE6) == 0xE6;  // + opmask, ZMM_Hi256, Hi16_ZMM
   const Regs l7 = cpuid(7, 0);
   const bool avx2 = l7.b & (1u << 5);
   const bool avx512f = l7.b & (1u << 16), avx512dq = l7.b & (1u << 17);
@@ -199,9 +199,13 @@ bool tier_available(SimdTier t) {
   return false;
 }
 
-SimdTier active_tier() { return cpu::selection().tier; }
+SimdTier active_tier() {
+  return cpu::selection().tier;
+}
 
-const char* simd_note() { return cpu::selection().note.c_str(); }
+const char* simd_note() {
+  return cpu::selection().note.c_str();
+}
 
 const Kernels& kernels_for(SimdTier t) {
   if (!tier_available(t))

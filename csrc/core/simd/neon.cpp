@@ -13,20 +13,44 @@ namespace ptth {
 namespace detail {
 namespace {
 
-inline float32x4_t ld4f(const float* p, Full) { return vld1q_f32(p); }
-inline float32x4_t ld4f(const float* p, Part t) { return ld_part<float32x4_t>(p, t); }
-inline void st4f(float* p, float32x4_t v, Full) { vst1q_f32(p, v); }
-inline void st4f(float* p, float32x4_t v, Part t) { st_part(p, v, t); }
+inline float32x4_t ld4f(const float* p, Full) {
+  return vld1q_f32(p);
+}
+inline float32x4_t ld4f(const float* p, Part t) {
+  return ld_part<float32x4_t>(p, t);
+}
+inline void st4f(float* p, float32x4_t v, Full) {
+  vst1q_f32(p, v);
+}
+inline void st4f(float* p, float32x4_t v, Part t) {
+  st_part(p, v, t);
+}
 
-inline float64x2_t ld2d(const double* p, Full) { return vld1q_f64(p); }
-inline float64x2_t ld2d(const double* p, Part t) { return ld_part<float64x2_t>(p, t); }
-inline void st2d(double* p, float64x2_t v, Full) { vst1q_f64(p, v); }
-inline void st2d(double* p, float64x2_t v, Part t) { st_part(p, v, t); }
+inline float64x2_t ld2d(const double* p, Full) {
+  return vld1q_f64(p);
+}
+inline float64x2_t ld2d(const double* p, Part t) {
+  return ld_part<float64x2_t>(p, t);
+}
+inline void st2d(double* p, float64x2_t v, Full) {
+  vst1q_f64(p, v);
+}
+inline void st2d(double* p, float64x2_t v, Part t) {
+  st_part(p, v, t);
+}
 
-inline uint16x8_t ld8h(const uint16_t* p, Full) { return vld1q_u16(p); }
-inline uint16x8_t ld8h(const uint16_t* p, Part t) { return ld_part<uint16x8_t>(p, t); }
-inline void st8h(uint16_t* p, uint16x8_t v, Full) { vst1q_u16(p, v); }
-inline void st8h(uint16_t* p, uint16x8_t v, Part t) { st_part(p, v, t); }
+inline uint16x8_t ld8h(const uint16_t* p, Full) {
+  return vld1q_u16(p);
+}
+inline uint16x8_t ld8h(const uint16_t* p, Part t) {
+  return ld_part<uint16x8_t>(p, t);
+}
+inline void st8h(uint16_t* p, uint16x8_t v, Full) {
+  vst1q_u16(p, v);
+}
+inline void st8h(uint16_t* p, uint16x8_t v, Part t) {
+  st_part(p, v, t);
+}
 
 template <size_t W, class F>
 inline void each(size_t n, F f) {
@@ -37,8 +61,12 @@ inline void each(size_t n, F f) {
 inline uint16x8_t f32x8_to_f16(float32x4_t lo, float32x4_t hi) {
   return vreinterpretq_u16_f16(vcvt_high_f16_f32(vcvt_f16_f32(lo), hi));
 }
-inline float32x4_t f16lo_to_f32(uint16x8_t h) { return vcvt_f32_f16(vget_low_f16(vreinterpretq_f16_u16(h))); }
-inline float32x4_t f16hi_to_f32(uint16x8_t h) { return vcvt_high_f32_f16(vreinterpretq_f16_u16(h)); }
+inline float32x4_t f16lo_to_f32(uint16x8_t h) {
+  return vcvt_f32_f16(vget_low_f16(vreinterpretq_f16_u16(h)));
+}
+inline float32x4_t f16hi_to_f32(uint16x8_t h) {
+  return vcvt_high_f32_f16(vreinterpretq_f16_u16(h));
+}
 
 // Round to odd (FCVTXN) then to nearest: correctly rounded, no double rounding.
 inline uint16x8_t f64x8_to_f16(float64x2_t d0, float64x2_t d1, float64x2_t d2, float64x2_t d3) {
@@ -49,7 +77,8 @@ inline uint16x8_t f64x8_to_f16(float64x2_t d0, float64x2_t d1, float64x2_t d2, f
 
 template <class Tag>
 inline uint16x8_t ld8d_to_f16(const double* p, Tag t) {
-  return f64x8_to_f16(ld2d(p, t), ld2d(p + 2, skip(t, 2)), ld2d(p + 4, skip(t, 4)), ld2d(p + 6, skip(t, 6)));
+  return f64x8_to_f16(ld2d(p, t), ld2d(p + 2, skip(t, 2)), ld2d(p + 4, skip(t, 4)),
+                      ld2d(p + 6, skip(t, 6)));
 }
 
 void f32_to_f16(const float* src, uint16_t* dst, size_t n) {
@@ -71,11 +100,13 @@ void f64_to_f16(const double* src, uint16_t* dst, size_t n) {
 }
 
 void sub_f32(const float* a, const float* b, float* out, size_t n) {
-  each<4>(n, [&](size_t i, auto t) { st4f(out + i, vsubq_f32(ld4f(a + i, t), ld4f(b + i, t)), t); });
+  each<4>(n,
+          [&](size_t i, auto t) { st4f(out + i, vsubq_f32(ld4f(a + i, t), ld4f(b + i, t)), t); });
 }
 
 void sub_f64(const double* a, const double* b, double* out, size_t n) {
-  each<2>(n, [&](size_t i, auto t) { st2d(out + i, vsubq_f64(ld2d(a + i, t), ld2d(b + i, t)), t); });
+  each<2>(n,
+          [&](size_t i, auto t) { st2d(out + i, vsubq_f64(ld2d(a + i, t), ld2d(b + i, t)), t); });
 }
 
 void sub_f32_to_f16(const float* a, const float* b, uint16_t* out, size_t n) {
@@ -279,7 +310,9 @@ inline void stats_run(size_t n, Stats* out, Block& block, Tail& tail) {
   stats_finish<E>(s, out);
 }
 
-inline void add_sq(float64x2_t& acc, float64x2_t v) { acc = vaddq_f64(acc, vmulq_f64(v, v)); }
+inline void add_sq(float64x2_t& acc, float64x2_t v) {
+  acc = vaddq_f64(acc, vmulq_f64(v, v));
+}
 
 // No unsigned 64-bit max in Advanced SIMD: compare and select.
 inline uint64x2_t max_abs64(uint64x2_t m, float64x2_t v) {
@@ -316,7 +349,8 @@ void stats_f16(const uint16_t* x, size_t n, Stats* out) {
 
 void stats_f32(const float* x, size_t n, Stats* out) {
   auto block = [&](size_t i, StatsRegs& r) {
-    for (int k = 0; k < 4; ++k) stats_f32x4(vld1q_f32(x + i + 4 * k), r.acc[2 * k], r.acc[2 * k + 1], r.mx[k]);
+    for (int k = 0; k < 4; ++k)
+      stats_f32x4(vld1q_f32(x + i + 4 * k), r.acc[2 * k], r.acc[2 * k + 1], r.mx[k]);
   };
   auto tail = [&](size_t i, size_t e, StatsAcc& s) { ref::stats<F32Bits>(x, i, e, s); };
   stats_run<F32Bits, uint32_t>(n, out, block, tail);
@@ -394,13 +428,11 @@ void axpy_div_f64(double* r, double lr, const double* acc, double d, size_t n) {
 }  // namespace
 
 extern const Kernels neon_kernels = {
-    f32_to_f16,     f16_to_f32,     f64_to_f16,     sub_f32,        sub_f64,
-    sub_f32_to_f16, sub_f64_to_f16, axpy_f32,       axpy_f32_f16,   axpy_f64,
-    acc_f64_f16,    acc_f64_f32,    acc_f64_f64,    acc_f32_f16,    acc_f32_f32,
-    all_finite_f16, all_finite_f32, all_finite_f64,
-    f64_to_f32,     f32_to_f64,     f16_to_f64,
-    stats_f16,      stats_f32,      stats_f64,      stats_sub_f32,  stats_sub_f64,
-    div_f32,        div_f64,        axpy_div_f32,   axpy_div_f64,
+    f32_to_f16,     f16_to_f32,    f64_to_f16,   sub_f32,        sub_f64,        sub_f32_to_f16,
+    sub_f64_to_f16, axpy_f32,      axpy_f32_f16, axpy_f64,       acc_f64_f16,    acc_f64_f32,
+    acc_f64_f64,    acc_f32_f16,   acc_f32_f32,  all_finite_f16, all_finite_f32, all_finite_f64,
+    f64_to_f32,     f32_to_f64,    f16_to_f64,   stats_f16,      stats_f32,      stats_f64,
+    stats_sub_f32,  stats_sub_f64, div_f32,      div_f64,        axpy_div_f32,   axpy_div_f64,
 };
 
 }  // namespace detail

@@ -80,9 +80,15 @@ bool all_finite(const T* x, size_t n) {
   return bad == 0;
 }
 
-void f64_to_f32(const double* src, float* dst, size_t n) { ref::f64_to_f32(src, dst, 0, n); }
-void f32_to_f64(const float* src, double* dst, size_t n) { ref::f32_to_f64(src, dst, 0, n); }
-void f16_to_f64(const uint16_t* src, double* dst, size_t n) { ref::f16_to_f64(src, dst, 0, n); }
+void f64_to_f32(const double* src, float* dst, size_t n) {
+  ref::f64_to_f32(src, dst, 0, n);
+}
+void f32_to_f64(const float* src, double* dst, size_t n) {
+  ref::f32_to_f64(src, dst, 0, n);
+}
+void f16_to_f64(const uint16_t* src, double* dst, size_t n) {
+  ref::f16_to_f64(src, dst, 0, n);
+}
 
 template <class E>
 void stats(const typename E::T* x, size_t n, Stats* out) {

@@ -98,7 +98,10 @@ inline simde__m512 cvtph_ps(uint64_t k, simde__m256i h) {
   float o[16];
   lanes_of(x, h);
   for (int i = 0; i < 16; ++i)
-    o[i] = ((k >> i) & 1) ? simde_mm_cvtss_f32(simde_mm_cvtph_ps(simde_mm_set1_epi16(static_cast<short>(x[i])))) : 0.0f;
+    o[i] =
+        ((k >> i) & 1)
+            ? simde_mm_cvtss_f32(simde_mm_cvtph_ps(simde_mm_set1_epi16(static_cast<short>(x[i]))))
+            : 0.0f;
   return vector_of<simde__m512>(o);
 }
 
@@ -107,7 +110,8 @@ inline simde__m256i cvtps_ph(uint64_t k, simde__m512 v) {
   uint16_t o[16];
   lanes_of(x, v);
   for (int i = 0; i < 16; ++i) {
-    const simde__m128i h = simde_mm_cvtps_ph(simde_mm_set1_ps(x[i]), SIMDE_MM_FROUND_TO_NEAREST_INT);
+    const simde__m128i h =
+        simde_mm_cvtps_ph(simde_mm_set1_ps(x[i]), SIMDE_MM_FROUND_TO_NEAREST_INT);
     o[i] = ((k >> i) & 1) ? static_cast<uint16_t>(simde_mm_extract_epi16(h, 0)) : 0;
   }
   return vector_of<simde__m256i>(o);
