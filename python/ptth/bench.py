@@ -647,7 +647,7 @@ def kernel_reference(core_ran: bool, x, repeat) -> list:
     if core_ran:
         return [
             "to_float16, to_float32, subtract(dtype=float16) into fresh arrays: "
-            "the core section's kernel rows above (same targets, same 25M-element input)"
+            f"the core section's kernel rows above (same targets, same {x.size:,}-element input)"
         ]
     return [r for r in kernels(x, repeat) if r.op != "to_float16 out="]
 
@@ -1007,8 +1007,17 @@ def _flower(quick):
     except ImportError as exc:
         yield [f'flower: skipped, flwr is not importable ({exc}); pip install "ptth[flower]"']
         return
+    import logging
+
+    flwr_log = logging.getLogger("flwr")
+    level = flwr_log.level
+    flwr_log.setLevel(logging.WARNING)  # not an INFO line per aggregate_train in the table
+    try:
+        raw = flower_rows(quick)
+    finally:
+        flwr_log.setLevel(level)
     rows = []
-    for r in flower_rows(quick):
+    for r in raw:
         r = dict(r)
         if r["kind"] == "memory" and r.get("target") is None:
             r["target"] = 1.0  # its met: ours <= stock's
