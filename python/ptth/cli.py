@@ -183,7 +183,7 @@ _EPILOGS = {
     "  cat upload.ptth | ptth inspect - --byteorder auto",
     "example": "example:\n  ptth example update.ptth --dtype float16 --compress 6",
     "demo": "example:\n  ptth demo --params 1000000 --clients 8",
-    "bench": "example:\n  ptth bench --quick",
+    "bench": "example:\n  ptth bench --quick\n  ptth bench --quick --sections core,memory_path",
     "serve": "example:\n  ptth serve model.ptth --state state/ --tokens tokens.txt "
     "--admin-token-file admin.txt\n  ptth serve --demo",
 }
@@ -271,7 +271,7 @@ def _parser() -> argparse.ArgumentParser:
 
     from . import bench
 
-    bn = _sub(sub, "bench", "time the design targets on this machine (about a minute)")
+    bn = _sub(sub, "bench", "time the design targets on this machine (--sections to choose)")
     bench.add_arguments(bn)
     bn.set_defaults(run=bench.run, file="bench")
 
