@@ -164,7 +164,7 @@ def _convert(args) -> int:
 
 def _list_uploads(paths, lists) -> list:
     """Upload paths in the order given: files, files of directories (sorted), list files."""
-    out = []
+    out: list[str] = []
     for p in paths:
         if os.path.isdir(p):
             names = sorted(n for n in os.listdir(p) if not n.startswith("."))
@@ -223,11 +223,11 @@ def read_weights(path: str, uploads: list) -> list:
         if len(rows) != len(uploads):
             raise UsageError(f"{path}: {len(rows)} weights for {len(uploads)} uploads")
         return [_weight(text, f"{path}:{n}") for n, text in rows]
-    index = {}
+    index: dict[str, set[int]] = {}
     for i, u in enumerate(uploads):
         index.setdefault(u, set()).add(i)
         index.setdefault(os.path.basename(u), set()).add(i)
-    weights = [None] * len(uploads)
+    weights: list[float | None] = [None] * len(uploads)
     for n, text in rows:
         parts = text.rsplit(None, 1)
         if len(parts) != 2:

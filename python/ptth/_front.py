@@ -22,7 +22,7 @@ import operator
 import os
 import stat
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any, BinaryIO, NamedTuple, Union
+from typing import Any, BinaryIO, NamedTuple, SupportsIndex, Union, cast
 
 import numpy as np
 
@@ -204,7 +204,8 @@ def _bytes(data: object, name: str = "data") -> memoryview:
         try:
             view = view.cast("B")
         except (TypeError, ValueError):
-            view = memoryview(np.asarray(view).reshape(-1).view(np.uint8))
+            # NumPy arrays support the buffer protocol; the stubs do not say so.
+            view = memoryview(np.asarray(view).reshape(-1).view(np.uint8))  # type: ignore[arg-type]
     return view
 
 
@@ -1472,7 +1473,10 @@ class Aggregator:
                 target = _out(outs[name] if outs is not None else None, tmpl.shape, want)
                 noise = None
                 if std:
-                    noise = rng.standard_normal(tmpl.shape, dtype=acc_dtype)  # type: ignore[union-attr]
+                    # rng is a Generator whenever std is set (checked above); acc_dtype is
+                    # float32 or float64, which the stub's overloads take one at a time.
+                    gen = cast(np.random.Generator, rng)
+                    noise = gen.standard_normal(tmpl.shape, dtype=acc_dtype)  # type: ignore[arg-type]
                     noise *= acc_dtype.type(std)
                 h.output(i, what, lr, denom, nonfinite_ok, target, noise)
                 result[name] = target
@@ -1618,7 +1622,7 @@ class Aggregator:
             int(empty),
         )
 
-    def __reduce_ex__(self, protocol: int) -> tuple[Any, ...]:
+    def __reduce_ex__(self, protocol: SupportsIndex) -> tuple[Any, ...]:
         # NumPy hands contiguous arrays to protocol 5 as PickleBuffers: the
         # snapshot below is the only copy on the way out.
         p = self.partial()
@@ -1677,7 +1681,7 @@ def _restore_aggregator(state: Any) -> Aggregator:
         if not isinstance(state, dict) or state.get("version") != 1:
             raise ValueError("not a version-1 aggregator state")
         agg = Aggregator(state["template"], accumulate=state["accumulate"], **state["options"])
-        fields = (state["accumulators"], state["weight_sums"], state["count"])
+        fields: tuple[Any, ...] = (state["accumulators"], state["weight_sums"], state["count"])
         fields += (state["total_weight"], state["empty"])
     except (KeyError, TypeError, ValueError) as exc:
         if isinstance(exc, PTTHError):

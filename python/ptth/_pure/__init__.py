@@ -8,6 +8,7 @@ It never imports the compiled module, so ptth runs where that was not built.
 from __future__ import annotations
 
 import platform
+from typing import Any, cast
 
 import numpy as np
 from zlib_ng import zlib_ng
@@ -119,7 +120,8 @@ def build_info() -> dict:
 
 def empty(shape, dtype) -> np.ndarray:
     """An uninitialised C-contiguous array (NumPy's allocator: the pure engine keeps no pool)."""
-    return np.empty(tuple(shape), NUMPY[DType(dtype)])
+    # NUMPY holds np.dtype objects; its inferred value type is a join mypy makes object
+    return np.empty(tuple(shape), cast("np.dtype[Any]", NUMPY[DType(dtype)]))
 
 
 def release_memory() -> int:

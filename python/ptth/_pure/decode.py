@@ -57,6 +57,7 @@ class Pipeline:
         yield from self.guarded(self._inflate(view))
 
     def _inflate(self, view: memoryview):
+        assert self.inflater is not None  # push() sends only compressed input here
         if self.inflater.eof:
             # the stream is over: the blob must be complete before anything else
             self.reader.close()
@@ -167,7 +168,7 @@ class Decoder:
                 offset=0,
             )
         self._head = bytearray()  # the first bytes, until the wrapper is known
-        self._pipeline = None
+        self._pipeline: Pipeline | None = None
         self._state = "open"  # "open", "closed" or "failed"
         self._lock = threading.Lock()
 
@@ -214,6 +215,7 @@ class Decoder:
                     # decide on what there is; fewer than 4 bytes hold no record
                     for _ in self._start():
                         pass
+                assert self._pipeline is not None  # _start() made it
                 self._pipeline.finish()
             except PTTHError:
                 self._state = "failed"
@@ -234,6 +236,7 @@ class Decoder:
             if len(self._head) < 4:
                 return
             yield from self._start()
+        assert self._pipeline is not None  # _start() made it
         yield from self._pipeline.push(view)
 
     def _start(self):

@@ -106,16 +106,16 @@ class Reader:
         #: under "auto", before a decision: (record, payload offset, name) of the first
         #: float32 payload that scored a tie although some of its words read differently
         #: in the two orders; None if there was none
-        self.ambiguity = None
+        self.ambiguity: tuple[int | None, int, str | None] | None = None
         #: bytes consumed so far: the offset of the next byte
         self.offset = 0
         #: index of the record being read; None in the header and after the last record
-        self.index = None
+        self.index: int | None = None
         self._count = 0
-        self._names = set()  # Python's str hash is keyed per process
-        self._name = None  # the current record's name once valid
+        self._names: set[str] = set()  # Python's str hash is keyed per process
+        self._name: str | None = None  # the current record's name once valid
         self._acc = bytearray()  # a field split across chunks
-        self._payload = None  # owned payload being filled
+        self._payload: np.ndarray | None = None  # owned payload being filled
         self._enter(MAGIC_FIELD, 4)
 
     # -- driving ------------------------------------------------------------
@@ -177,6 +177,7 @@ class Reader:
 
     def _next_record(self) -> None:
         self._name = None
+        assert self.index is not None  # set to -1 at the count field, then a record index
         if self.index + 1 == self._count:
             self._item, self.index = DONE, None
         else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from typing import Any, cast
 
 import numpy as np
 
@@ -74,8 +75,11 @@ def encode(records, level: int, wrapper, saturate: bool, threads: int = 1) -> by
         pieces += [struct.pack(">I", len(encoded)), encoded, struct.pack(">I", array.ndim)]
         pieces += [struct.pack(">I", d) for d in array.shape]
         pieces += [struct.pack(">I", int(written)), struct.pack(">I", nbytes)]
-        # little-endian, C order, whatever the input's byte order or strides
-        pieces.append(np.asarray(payload, dtype=NUMPY[written].newbyteorder("<"), order="C"))
+        # NUMPY holds np.dtype objects; its inferred value type is a join mypy makes object
+        native = cast("np.dtype[Any]", NUMPY[written])
+        # little-endian, C order, whatever the input's byte order or strides (an ndarray
+        # among the bytes: b"".join takes any buffer, which the stubs do not say)
+        pieces.append(np.asarray(payload, dtype=native.newbyteorder("<"), order="C"))  # type: ignore[arg-type]
     blob = b"".join(pieces)
     if level >= 0:
         blob = deflate_compress(memoryview(blob), level, wrapper.name, threads)

@@ -294,7 +294,7 @@ def _read(source, format, byteorder, relabel_float32, max_size) -> tuple:
     if fmt == "safetensors":
         tensors, metadata = _safetensors.read(buf)
         return tensors, metadata, fmt, size
-    unreadable = {}
+    unreadable: dict[str, str] = {}
     tensors = _npz.read(buf, max_size=limit, on_unsupported=unreadable.__setitem__)
     for name, why in unreadable.items():  # reported by the callers' policy
         tensors[name] = Tensor("unreadable:" + why, (), np.empty(0, np.uint8))
@@ -408,7 +408,7 @@ def _target_format(target, fmt, what="format") -> str:
     return fmt
 
 
-def _write(items: list, target, fmt: str, metadata, compress, wrapper, align) -> int:
+def _write(items: list, target, fmt: str, metadata, compress, wrapper, align) -> int | None:
     """Write [(name, Tensor)]; a path is replaced atomically, never left half-written."""
     if fmt == "ptth":
         for name, _ in items:
@@ -434,7 +434,7 @@ def _check_ptth_name(name: str) -> None:
         ) from None
 
 
-def _emit(target, write_to) -> int:
+def _emit(target, write_to) -> int | None:
     if isinstance(target, (str, os.PathLike)):
         path = os.fspath(target)
         folder = os.path.dirname(os.path.abspath(path))

@@ -18,6 +18,7 @@ import re
 import struct
 import zipfile
 import zlib
+from typing import cast
 
 import numpy as np
 
@@ -248,7 +249,8 @@ def read(buf, *, max_size: int, on_unsupported) -> dict:
         else:
             arr = np.frombuffer(base, dtype, numel, start + at)
             arr = arr.reshape(shape[::-1]).T if fortran else arr.reshape(shape)
-        tensors[name] = Tensor(canonical_dtype(dtype), shape, arr)
+        # parse_npy_header keeps only dtypes that have a canonical name
+        tensors[name] = Tensor(cast(str, canonical_dtype(dtype)), shape, arr)
     return tensors
 
 

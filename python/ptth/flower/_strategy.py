@@ -7,7 +7,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from logging import INFO, WARNING
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
@@ -170,7 +170,7 @@ class FedAvg(_FlowerFedAvg):
             raise ValueError(f"accumulate must be 'float64' or 'float32', not {accumulate!r}")
         self.accumulate = accumulate
         self.kind = kind
-        self.clip_kw = {
+        self.clip_kw: dict[str, Any] = {
             k: v for k, v in (("clip_norm", clip_norm), ("max_norm", max_norm)) if v is not None
         }
         for keyword in self.clip_kw:
@@ -180,7 +180,7 @@ class FedAvg(_FlowerFedAvg):
                     f"Aggregator.add has no {keyword} keyword (clipping arrives with "
                     "the private-aggregation work); leave it None"
                 )
-        self.loads_kw = {"byteorder": byteorder, "relabel_float32": relabel_float32}
+        self.loads_kw: dict[str, Any] = {"byteorder": byteorder, "relabel_float32": relabel_float32}
         self.max_size = max_size
         # ptth's own argument rules, once: an empty add on an empty aggregator checks them all.
         probe = ptth.Aggregator({}, accumulate=accumulate)
@@ -340,14 +340,15 @@ class FedAvg(_FlowerFedAvg):
                 "bad_weight",
                 f"{self.weighted_by_key!r} is {weight!r}, not a positive finite number",
             )
+        number = cast(float, weight)  # ok: a number, not a list
         record = next(iter(records.values()))
         if any(a.stype == PTTH_STYPE for a in record.values()):
             try:
                 kind, blob = record_blob(record)
             except ptth.PTTHError as err:
                 raise _Rejected("bad_ptth_record", err.message) from None
-            return blob, float(weight), kind, {**self.loads_kw, "max_size": bound}
-        return ({k: numpy_view(a, k) for k, a in record.items()}, float(weight), self.kind, {})
+            return blob, float(number), kind, {**self.loads_kw, "max_size": bound}
+        return ({k: numpy_view(a, k) for k, a in record.items()}, float(number), self.kind, {})
 
     def _fold(self, agg, updates: list, weights: list[float], kind: str, loads_kw: dict) -> list:
         """Fold a batch of replies in one pass over the accumulators (``add_many``): an

@@ -264,7 +264,8 @@ def _pair(ours, base, repeat: int) -> tuple:
     """Median times, alternating the two so a shared machine's drift falls on both."""
     ours()
     base()
-    t_ours, t_base = [], []
+    t_ours: list[float] = []
+    t_base: list[float] = []
     for _ in range(repeat):
         for fn, times in ((base, t_base), (ours, t_ours)):
             t0 = time.perf_counter()

@@ -288,6 +288,7 @@ class Server:
 
     async def _committer(self) -> None:
         loop = asyncio.get_running_loop()
+        assert self.queue is not None  # lifespan() makes the queue before this task
         held: Any = None
         while True:
             item = held if held is not None else await self.queue.get()
@@ -547,6 +548,7 @@ class Server:
                 transport="json" if is_json else "raw",
             )
             fut = asyncio.get_running_loop().create_future()
+            assert self.queue is not None  # requests are served inside lifespan()
             self.queue.put_nowait(_Pending(entry, rnd is not None, fut))
             queued = not is_json  # a raw entry reads the buffer until it is decided
             outcome, detail = await fut
@@ -616,6 +618,7 @@ class Server:
         except BadRequest as exc:
             return self._reject(exc.status, exc.reason, exc.message)
         fut = asyncio.get_running_loop().create_future()
+        assert self.queue is not None  # requests are served inside lifespan()
         self.queue.put_nowait(_Close(allow_empty, fut))
         outcome, detail = await fut
         if outcome == "closed":

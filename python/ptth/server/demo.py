@@ -141,6 +141,7 @@ class _Server:
         raise RuntimeError("the server did not start in 120 s")
 
     def kill9(self) -> None:
+        assert self.proc is not None  # start() first
         os.kill(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
 

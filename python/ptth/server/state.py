@@ -325,9 +325,10 @@ class State:
                 data = []
                 for i, (length, crc) in enumerate(sections):
                     buf = np.empty(length, np.uint8)  # aligned, for the arrays built on it
-                    if f.readinto(memoryview(buf)) != length:
+                    # NumPy arrays support the buffer protocol; the stubs do not say so.
+                    if f.readinto(memoryview(buf)) != length:  # type: ignore[arg-type]
                         raise StateError(f"{path}: section {i} truncated")
-                    if crc32(memoryview(buf)) != crc:
+                    if crc32(memoryview(buf)) != crc:  # type: ignore[arg-type]
                         raise StateError(f"{path}: section {i} checksum mismatch")
                     data.append(buf)
         except OSError as exc:
@@ -336,7 +337,8 @@ class State:
             meta = json.loads(bytes(data[0]))
             if meta.get("format") != _FORMAT:
                 raise StateError(f"{path}: format {meta.get('format')} is not {_FORMAT}")
-            agg = pickle.loads(memoryview(data[1]), buffers=[memoryview(b) for b in data[2:]])
+            # NumPy arrays support the buffer protocol; the stubs do not say so.
+            agg = pickle.loads(memoryview(data[1]), buffers=[memoryview(b) for b in data[2:]])  # type: ignore[arg-type]
         except StateError:
             raise
         except Exception as exc:  # checksummed, so this is a bug or a foreign file
