@@ -109,8 +109,8 @@ class Inflater:
                 return out
             if self._pos - self._anchor_pos > IN_CHUNK:
                 # no output for a while: replay from here (feed() drops what is before)
-                self._anchor, self._anchor_pos, self._anchor_out = self._inflate.copy(), self._pos, 0
-                self._anchor_mid = True
+                self._anchor, self._anchor_pos = self._inflate.copy(), self._pos
+                self._anchor_out, self._anchor_mid = 0, True
             if self._pos == len(self._input):
                 return b""
         return b""
@@ -240,6 +240,7 @@ class GzipHeader:
         self._field = bytearray()  # a fixed-size field being read (<= 10 bytes)
         self._left = 10  # bytes of the field being read (FIXED, XLEN, EXTRA, HCRC)
         self._flags = 0
+        self._extra = 0  # FEXTRA's length
         self._crc = 0  # CRC-32 of the header so far, for FHCRC
 
     def parse(self, chunk: bytes) -> int:
@@ -298,7 +299,9 @@ class GzipHeader:
                 if self._left:
                     return
                 continue
-            if stage == self.NAME and self._flags & 8 or stage == self.COMMENT and self._flags & 16:
+            if (stage == self.NAME and self._flags & 8) or (
+                stage == self.COMMENT and self._flags & 16
+            ):
                 self._stage = stage
                 return
             if stage == self.HCRC and self._flags & 2:
