@@ -137,18 +137,10 @@ def test_dumps_of_a_huge_broadcast_fails_without_copying(backend, scenario):
 
 @measured
 @pytest.mark.parametrize("scenario", ["stored_blocks", "gzip_comment"])
-def test_streaming_inflate_memory_is_bounded(backend, scenario, request):
+def test_streaming_inflate_memory_is_bounded(backend, scenario):
     """100 MB of empty stored blocks (or a 100 MB gzip comment) fed to a Decoder: the
     fallback's streaming inflater kept every byte fed since its last output (+95 MB,
     unbounded by max_size)."""
-    if backend.backend == "python":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="ptth/_pure/inflate.py keeps the input since its last output "
-                "(being rewritten on the compress branch; docs/hardening.md has the fix)",
-            )
-        )
     r = probe(backend, scenario)
     assert r["reason"] is None and r["records"] == 1
     assert r["hwm_growth"] < 16 * MiB, r
