@@ -29,6 +29,11 @@ from hypothesis import strategies as st
 import ptth
 from blobs import bits
 
+# The uploads here are written by ptth.dumps (little-endian). Tiny random float32 records can
+# read plausibly in both orders, which byteorder="auto" refuses (ambiguous_byteorder);
+# these tests are about clipping and noise, so they name the order.
+LE = "<"
+
 DOC = Path(__file__).resolve().parent.parent / "docs" / "privacy.md"
 FORMS = ("mapping", "plain", "zlib", "deflate")
 SHAPES = [(), (0,), (3,), (4, 5), (5000,)]  # 5000 crosses the norm's 4096-element chunk
@@ -165,7 +170,7 @@ def rounds(draw):
 
 def play(api, template, accumulate, kind, uploads):
     """Fold the uploads into an aggregator and into the reference; return both and the results."""
-    agg = api.Aggregator(template, accumulate=accumulate)
+    agg = api.Aggregator(template, accumulate=accumulate, byteorder=LE)
     ref = Reference(template, accumulate)
     results = []
     for upd, weight, clip, form in uploads:
@@ -235,7 +240,7 @@ def test_engines_agree_bit_for_bit_with_the_same_seed(native, pure, case):
 
 def test_the_norm_is_over_all_parameters_int32_too(backend):
     tmpl = {"w": np.zeros(3, np.float32), "steps": np.zeros((), np.int32)}
-    agg = backend.Aggregator(tmpl)
+    agg = backend.Aggregator(tmpl, byteorder=LE)
     r = agg.add({"w": np.array([3.0, 0, 0], np.float32), "steps": np.int32(4)}, clip_norm=1.0)
     assert r.norm == 5.0 and r.factor == 0.2
     assert_bits(agg.sum(), {"w": np.array([0.2 * 3.0, 0, 0]), "steps": np.float64(0.2 * 4.0)})
@@ -273,8 +278,8 @@ def test_norm_bounds_refuse_whole_updates(backend, case, ratio):
         return
     batch = [encode(backend, u, f) for u, _, _, f in uploads]
     weights = [w for _, w, _, _ in uploads]
-    many = backend.Aggregator(template, accumulate=accumulate)
-    one = backend.Aggregator(template, accumulate=accumulate)
+    many = backend.Aggregator(template, accumulate=accumulate, byteorder=LE)
+    one = backend.Aggregator(template, accumulate=accumulate, byteorder=LE)
     out = many.add_many(batch, weights, kind=kind, clip_norm=0.5, max_norm=bound)
     for r, res, b, w in zip(out, results, batch, weights):
         if res.norm > bound:
@@ -286,7 +291,7 @@ def test_norm_bounds_refuse_whole_updates(backend, case, ratio):
 
 
 def test_a_nonfinite_norm_cannot_be_clipped(backend):
-    agg = backend.Aggregator({"w": np.zeros(2)})
+    agg = backend.Aggregator({"w": np.zeros(2)}, byteorder=LE)
     before = snapshot(agg)
     for kw in ({"clip_norm": 1.0}, {"max_norm": 1.0}):
         with pytest.raises(ptth.PTTHError) as err:
@@ -300,7 +305,7 @@ def test_a_nonfinite_norm_cannot_be_clipped(backend):
 
 def test_fixed_denominator_ignores_who_contributed(backend):
     tmpl = {"a": np.zeros(2, np.float32), "b": np.zeros(2, np.float32)}
-    agg = backend.Aggregator(tmpl)
+    agg = backend.Aggregator(tmpl, byteorder=LE)
     agg.add({"a": np.ones(2, np.float32)}, 1.0)
     agg.add({"a": np.ones(2, np.float32), "b": np.full(2, 2.0, np.float32)}, 3.0)
     own = agg.mean(dtype="float64")
@@ -322,7 +327,7 @@ def test_fixed_denominator_ignores_who_contributed(backend):
 def noise_round(backend, accumulate, n=1_000_000):
     """A template of 10^6 elements in two parameters, and a round nobody contributed to."""
     tmpl = {"a": np.zeros(n * 3 // 5), "b": np.zeros((n * 2 // 5 // 100, 100), np.float32)}
-    return backend.Aggregator(tmpl, accumulate=accumulate)
+    return backend.Aggregator(tmpl, accumulate=accumulate, byteorder=LE)
 
 
 def check_gaussian(values, std):
@@ -383,7 +388,7 @@ def test_default_generator_is_fresh_os_entropy(backend):
 def test_noise_is_added_once_to_the_sum(backend):
     """The mean's noise is the sum's noise over the denominator, not noise per upload."""
     tmpl = {"w": np.zeros(50_000)}
-    agg = backend.Aggregator(tmpl)
+    agg = backend.Aggregator(tmpl, byteorder=LE)
     for i in range(10):
         agg.add({"w": np.full(50_000, 0.1 * i)}, clip_norm=1.0)
     plain = agg.mean(denominator=10.0)["w"]

@@ -243,18 +243,26 @@ bool whole(const uint8_t* p, size_t n, Wrapper w, uint64_t max_size, bool blob, 
   // bounds the output as well as max_size does.
   const uint64_t most = std::min(max_size, uint64_t(n) * 1032 + 1024);
   if (most > uint64_t(SIZE_MAX) / 2) return false;
-  Buffer buf(buffer_reserve(most));
-  if (!buf) return false;
-  // libdeflate cannot resume, so a stream that outgrows the room is decoded
-  // again in 8x the room: at most 8/7 of the work, and a blob prefix is
-  // checked in between, so a bomb stops at its first oversized record.
+  // The first try decodes into an ordinary buffer of 8x the input, which the
+  // pool hands back for the next upload of that size (no fresh pages per
+  // add); a stream that outgrows it is decoded again into a reservation of
+  // the most it may reach. libdeflate cannot resume, so each retry costs at
+  // most 8/7 of the work, and a blob prefix is checked in between, so a bomb
+  // stops at its first oversized record.
   uint64_t room = std::min(most, uint64_t(n) * 8 + (uint64_t(64) << 10));
+  Buffer buf;
+  try {
+    buf = Buffer(buffer_alloc(room));
+  } catch (const std::bad_alloc&) {
+    return false;
+  }
+  bool reserved = false;
   while (true) {
     size_t in_used = 0, produced = 0;
     libdeflate_result r = libdeflate_run(w, p, n, buf.get(), size_t(room), &in_used, &produced);
     if (r == LIBDEFLATE_SUCCESS) {
       if (in_used != n) return false;  // trailing bytes
-      buffer_trim(buf.get(), produced);
+      if (reserved) buffer_trim(buf.get(), produced);
       *out = std::move(buf);
       *out_size = produced;
       return true;
@@ -262,6 +270,11 @@ bool whole(const uint8_t* p, size_t n, Wrapper w, uint64_t max_size, bool blob, 
     if (r != LIBDEFLATE_INSUFFICIENT_SPACE || room == most) return false;
     if (blob && !prefix_may_fit(buf.get(), size_t(room), max_size)) return false;
     room = std::min(most, room * 8);
+    if (!reserved) {
+      buf = Buffer(buffer_reserve(most));
+      if (!buf) return false;
+      reserved = true;
+    }
   }
 #else
   (void)p, (void)n, (void)w, (void)max_size, (void)blob, (void)out, (void)out_size;
