@@ -192,6 +192,15 @@ uint64_t buffer_capacity(const uint8_t* data) noexcept {
 uint8_t* buffer_grow(uint8_t* data, uint64_t n) {
   Header* h = header_of(data);
   if (n <= h->capacity) return data;
+  // A small buffer growing large takes a kept mapping when the pool has one:
+  // copying what it holds costs less than faulting the rest in fresh.
+  if (h->capacity <= n / 4 && n + kHeader >= kMapAbove) {
+    if (uint8_t* reused = pool().take(n)) {
+      std::memcpy(reused, data, h->capacity);
+      buffer_free(data);
+      return reused;
+    }
+  }
 #ifdef MREMAP_MAYMOVE
   if (h->mapped) {
     uint64_t bytes = round_up(n + kHeader, kPage);

@@ -298,8 +298,11 @@ void byteswap_inplace(uint8_t* p, uint64_t n, size_t width) noexcept {
 
 uint8_t* CollectingSink::payload_space(const RecordInfo& r, uint64_t have, size_t* room) {
   // Memory follows the bytes that arrived: start small, double, never past nbytes.
+  // Under a size hint the payload is allocated whole, unless a record completed
+  // in this feed is still held here: the caller can drop that one before this
+  // one grows (a stream of large records then peaks at one record, not two).
   constexpr uint64_t kFirst = uint64_t(1) << 18;
-  uint64_t want = r.nbytes <= prealloc_
+  uint64_t want = r.nbytes <= prealloc_ && records_.empty()
                       ? r.nbytes
                       : std::min<uint64_t>(r.nbytes, std::max<uint64_t>(kFirst, 2 * have));
   if (!pending_)
