@@ -3,7 +3,7 @@
 Run: python -m pytest benchmarks --benchmark-json=benchmarks/results/<date>-<machine>.json
 Every case is paired with its baseline on the same input in the same run;
 the summary at the end prints baseline_median / case_median per group, with
-DESIGN.md's target and whether it was met (reported, never asserted), the
+the target and whether it was met (reported, never asserted), the
 peak-memory table, and loads' time at 1MB against 100MB. The saved JSON keeps
 statistics only, plus the CPU, ptth's build and the load average.
 """
@@ -75,7 +75,7 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
         bench["stats"].pop("data", None)
 
 
-#: DESIGN.md's targets: (group, case) -> (kind, value). "speedup": baseline time /
+#: the performance targets: (group, case) -> (kind, value). "speedup": baseline time /
 #: case time must reach value; "time": case time / baseline time must stay within it.
 TARGETS = {
     ("to_float16 100MB", "native-100MB"): ("speedup", 8.0),

@@ -1,6 +1,6 @@
 """Aggregator.add beside a NumPy fold of the same upload, and two threads against one.
 
-Targets (DESIGN.md): add of an uncompressed float16 delta >= 4x NumPy
+Targets (benchmarks/README.md): add of an uncompressed float16 delta >= 4x NumPy
 (frombuffer + astype + multiply-add into a float64 accumulator); two threads
 calling add >= 1.7x the throughput of one.
 """

@@ -1,6 +1,6 @@
 """loads and dumps beside the baselines a server would otherwise use, on the same blobs.
 
-Targets (DESIGN.md, 100 MB of float32 = 25M elements in 200 tensors):
+Targets (benchmarks/README.md, 100 MB of float32 = 25M elements in 200 tensors):
 - loads of an uncompressed blob >= 100x the reference reader (struct +
   np.frombuffer on bytes slices), its time independent of the payload size
   (compare the 1MB and 100MB groups: same 200 tensors);

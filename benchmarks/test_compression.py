@@ -6,7 +6,7 @@ Groups "deflate <input> <size>" and "inflate <input> <size>" hold ptth's paths
 beside zlib-ng's wheel (the baseline), python-isal, libdeflate through the
 `deflate` package and zstd level 1 (reference only: not a zlib stream) when
 the `zstandard` wheel is installed. extra_info records each case's ratio
-(original / compressed). Targets (DESIGN.md; reported by the summary, never
+(original / compressed). Targets (benchmarks/README.md; reported by the summary, never
 asserted): loads of the zlib float16 delta >= 1.2x zlib_ng.decompress's
 speed; one-core deflate >= 8x zlib_ng.compress(6) at its ratio (within 0.5%);
 threads=2 >= 1.8x threads=1.

@@ -3,7 +3,7 @@
 8 clients each upload an uncompressed float16 delta of the 200-tensor model.
 The baseline (reference.flower_fedavg) keeps a weighted float64 copy of every
 client's layers and reduces them at the end; ptth creates an Aggregator, adds
-every upload and takes the mean. DESIGN.md sets no time target for this row
+every upload and takes the mean. No time target is set for this row
 (its target is peak memory: see memory.py); the ratio is reported.
 """
 

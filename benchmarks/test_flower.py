@@ -1,4 +1,4 @@
-"""ptth.flower.FedAvg beside stock Flower FedAvg on the same replies (DESIGN.md's Flower row).
+"""ptth.flower.FedAvg beside stock Flower FedAvg on the same replies (the Flower row).
 
 Target: <= stock's time and peak memory on 8 full-weight float32 replies of a
 95 MB model; on float16 PTTH replies, half the bytes held and exact float64
@@ -84,7 +84,7 @@ def test_flower_peak_memory(benchmark, name, impl):
 
 
 def test_flower_float16_error_200_uploads(benchmark):
-    """The issue's case: 200 float16 uploads around 1.0, stock in float16 against ptth."""
+    """The overflow case: 200 float16 uploads around 1.0, stock in float16 against ptth."""
     benchmark.group = "flower float16 error, 200 uploads"
     out = benchmark.pedantic(bench.float16_error_200, rounds=1, iterations=1)
     benchmark.extra_info.update(out)

@@ -1,6 +1,6 @@
 """float16 conversion and delta kernels beside NumPy on the same inputs.
 
-Targets (DESIGN.md, 100 MB of float32): to_float16 >= 8x astype (>= 12x with
+Targets (benchmarks/README.md, 100 MB of float32): to_float16 >= 8x astype (>= 12x with
 out=), to_float32 >= 6x, subtract(dtype="float16") >= 10x.
 """
 

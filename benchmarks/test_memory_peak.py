@@ -5,7 +5,7 @@ Each case runs one fresh process that reads N float16 delta uploads of a
 Aggregator on either backend, or the Flower-style list-then-reduce. The timed
 figure is that whole process (start-up included); the numbers that matter
 are extra_info's peak_adds / peak_total (bytes above the process before
-aggregating) and models (peak_total / the float32 model size). DESIGN.md's
+aggregating) and models (peak_total / the float32 model size). the
 target: ptth about one model plus accumulators, flat in N; the baseline grows
 with N. Nothing here asserts a size or a time; the summary prints them.
 """

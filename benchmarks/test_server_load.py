@@ -2,7 +2,7 @@
 
 One bounded load run (benchmarks/server_load.py: a fixed number of uploads per
 mode, a time limit per mode) recorded as a pytest-benchmark case; the figures
-of every mode and the ratios to DESIGN.md's targets land in extra_info and are
+of every mode and the ratios to the performance targets land in extra_info and are
 printed. Nothing is asserted about time.
 
     PTTH_SERVER_BENCH_PARAMS=25000000 PTTH_SERVER_BENCH_COUNT=8 python -m pytest \

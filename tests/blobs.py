@@ -1,6 +1,6 @@
 """Test helpers: a byte-level PTTH builder, a reference item walker, comparisons.
 
-Built by hand from SPEC.md so the tests never use the library to make their
+Built by hand from docs/format.md so the tests never use the library to make their
 expected values.
 """
 

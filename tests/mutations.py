@@ -4,7 +4,7 @@ A mutation knows the blob's layout (``blobs.items``), so it can lie in one
 length field, make the dims overflow, cut at an item boundary, break a name's
 UTF-8, or damage a compression wrapper's header, checksum or end, instead of
 flipping random bytes that mostly hit payloads. Blobs are built by hand from
-SPEC.md (``blobs.record``), never by the library under test.
+docs/format.md (``blobs.record``), never by the library under test.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ INTERESTING_U32 = [
 
 
 def encode(tensors: dict) -> bytes:
-    """SPEC.md's layout: header big-endian, payload little-endian C order."""
+    """the format's layout: header big-endian, payload little-endian C order."""
     recs = []
     for name, arr in tensors.items():
         arr = np.asarray(arr)

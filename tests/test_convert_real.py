@@ -46,7 +46,7 @@ def silero():
 
 
 def reference_decode(blob: bytes) -> dict:
-    """SPEC.md's layout read by hand: zlib wrapper, big-endian header, little-endian payload."""
+    """the format's layout read by hand: zlib wrapper, big-endian header, little-endian payload."""
     raw = zlib.decompress(blob) if blob[:4] != b"PTTH" else blob
     magic, version, count = struct.unpack_from(">4sII", raw, 0)
     assert (magic, version) == (b"PTTH", 1)

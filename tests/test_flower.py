@@ -505,7 +505,7 @@ def test_big_endian_android_blobs_with_byteorder_option():
     glob = model(10)
     trained = {k: v + np.float32(0.25) for k, v in glob.items()}
     delta = {k: np.asarray(trained[k] - glob[k]).astype(">f4") for k in glob}
-    # As the Android extractor writes it (SPEC.md): big-endian header and float32 payloads.
+    # As the Android extractor writes it (docs/format.md): big-endian header and float32 payloads.
     be = struct.pack(">4sII", b"PTTH", 1, len(delta))
     for name, arr in delta.items():
         encoded = name.encode()

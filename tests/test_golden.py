@@ -1,4 +1,4 @@
-"""SPEC.md's canonical vectors, committed as tests/golden/*.ptth."""
+"""The format's canonical vectors (docs/format.md), committed as tests/golden/*.ptth."""
 
 import numpy as np
 import pytest

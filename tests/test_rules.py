@@ -1,4 +1,4 @@
-"""Every rule of SPEC.md broken on purpose: reason, offset and record per DEVELOPERS.md."""
+"""Every rule of docs/format.md broken on purpose: reason, offset and record per DEVELOPERS.md."""
 
 import time
 import tracemalloc

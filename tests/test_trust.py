@@ -1,4 +1,4 @@
-"""Issue 17, "no silent wrong results": one regression test per finding, both engines.
+"""No silent wrong results: one regression test per finding, both engines.
 
 Each test states the finding it covers and asserts what the old code (f37ddaf) got
 wrong; docs/hardening.md lists which of them were run against that commit. The

@@ -1,4 +1,4 @@
-"""Issue 17's costs, both engines: no attacker-chosen superlinear time (names whose
+"""The hardening costs, both engines: no attacker-chosen superlinear time (names whose
 unkeyed hash collides), memory that follows what a template or a limit justifies
 (measured in a fresh process by trustprobe.py), and limits that let a large model
 through.

@@ -1,4 +1,4 @@
-"""Issue 17's property tests, both engines: FedAvg of every client style against NumPy,
+"""The hardening property tests, both engines: FedAvg of every client style against NumPy,
 corrupted saved states, kernels whose ``out=`` overlaps their input.
 """
 

@@ -1,4 +1,4 @@
-"""Run one of issue 17's memory scenarios in a fresh process; print JSON.
+"""Run one of the hardening memory scenarios (docs/hardening.md) in a fresh process; print JSON.
 
 Used by test_trust_costs.py: the peak RSS growth (VmHWM, reset through clear_refs;
 tracemalloc does not see the native core's allocations) while the scenario runs,

@@ -1,4 +1,4 @@
-// PTTH v1 constants, the dtype table and checked helpers (SPEC.md).
+// PTTH v1 constants, the dtype table and checked helpers (docs/format.md).
 #pragma once
 
 #include <cstddef>

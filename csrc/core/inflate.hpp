@@ -21,7 +21,7 @@ Wrapper parse_wrapper(const char* name);
 // zlib-ng's windowBits for a wrapper: 15, 31, -15; throws std::invalid_argument for none.
 int window_bits(Wrapper w);
 
-// SPEC.md's table, in its order. Needs 4 bytes, or fewer when the input has
+// the format's table, in its order. Needs 4 bytes, or fewer when the input has
 // ended; a proper prefix of "PTTH" (or nothing) counts as none.
 Wrapper detect_wrapper(const uint8_t* p, size_t n) noexcept;
 

@@ -77,7 +77,7 @@ Outcome decode_chunked(const uint8_t* p, size_t n, const ptth::ReadOptions& opts
                        const std::vector<size_t>& sizes);
 
 // What every outcome satisfies: a reason the reader can give, records that
-// obey SPEC.md, payloads inside the input when borrowed, dtypes and byte
+// obey docs/format.md, payloads inside the input when borrowed, dtypes and byte
 // orders as docs/format.md's "How ptth reads the quirks" decides them
 // (recomputed here from the payload bytes). `n` is the input size; `plain`
 // says the input was not compressed (offsets then lie in it).

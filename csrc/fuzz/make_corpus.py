@@ -6,7 +6,7 @@ usage: make_corpus.py OUTDIR
 Writes OUTDIR/<target>/ for fuzz_loads, fuzz_stream, fuzz_inflate,
 fuzz_aggregate and fuzz_restore, one file per seed, each in the input layout of its target
 (see the comment at the top of each fuzz_*.cpp). Seeds: the golden vectors
-(tests/golden/*.ptth), blobs built here from SPEC.md (every dtype, float16,
+(tests/golden/*.ptth), blobs built here from docs/format.md (every dtype, float16,
 big-endian payloads, empty and awkward shapes, UTF-8 names), each rule broken
 once, truncations, each blob compressed per wrapper (zlib, gzip, raw DEFLATE;
 several levels), and the input of every crash the fuzzers found (REGRESSIONS).
@@ -107,7 +107,7 @@ def valid_blobs() -> dict[str, bytes]:
 
 
 def broken_blobs(valid: bytes) -> dict[str, bytes]:
-    """Each rule broken once (SPEC.md's list), on top of a valid one-record blob."""
+    """Each rule broken once (the format's list), on top of a valid one-record blob."""
     r = lambda **kw: blob(record("w", [2], F32, [1.0, -2.0], **kw))  # noqa: E731
     out = {
         "bad-magic": b"PTTX" + valid[4:],

@@ -1,5 +1,5 @@
 // The reader, writer, inflate and deflate of ptth_core, without Python:
-// SPEC.md's vectors, every prefix, every split point, every wrapper, limits.
+// the format's canonical vectors, every prefix, every split point, every wrapper, limits.
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -111,7 +111,7 @@ static Bytes with_u32(Bytes b, size_t at, uint32_t v) {
 
 static void test_rules() {
   const Bytes v1 = hex(kVector1);
-  // Input that does not start with PTTH is raw DEFLATE (SPEC.md), so a bad
+  // Input that does not start with PTTH is raw DEFLATE (docs/format.md), so a bad
   // magic shows only inside a compressed stream.
   Bytes magic = with_u32(v1, 0, 0x50545458);
   Result r = decode(deflate_all(magic.data(), magic.size(), 6, Wrapper::zlib), 0);

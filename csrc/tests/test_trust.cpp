@@ -1,4 +1,4 @@
-// Regression tests of issue 17 ("no silent wrong results") at the core's
+// Regression tests of "no silent wrong results" (docs/hardening.md) at the core's
 // level: crafted names whose std::hash is one value, the byte-order decision
 // of "auto" applied to a whole upload, the template's cap, the too_large
 // message, and merges whose weight sums would overflow.

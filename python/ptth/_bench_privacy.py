@@ -1,7 +1,7 @@
 """Measurements of the private and robust aggregation, for ``ptth bench`` and ``benchmarks/``.
 
 - Clipping in the fold: ``add(blob, clip_norm=C)`` beside a plain ``add`` of the
-  same upload (DESIGN.md's target: <= 1.1x its time) and beside what a server
+  same upload (the target: <= 1.1x its time) and beside what a server
   does without it: decode, take the norm with NumPy, then add with the factor.
 - Robust statistics: :func:`ptth.median` / :func:`ptth.trimmed_mean` of N
   uploads beside a stack-based NumPy version (what Flower's FedMedian and
@@ -239,7 +239,7 @@ def privacy_rows(quick: bool) -> list[dict[str, Any]]:
     (seconds), ``kind`` ("time": ours / base against ``target``; "info": a
     speed-up without a target), ``target``, ``note``. ``quick``: a 1M-parameter
     clip and 8 uploads of 1M parameters (seconds); otherwise the 8M-parameter
-    clip of DESIGN.md and 32 uploads of 4M parameters (about a minute; the
+    clip of the targets and 32 uploads of 4M parameters (about a minute; the
     benchmark suite's 25M-parameter case is ``benchmarks/test_privacy.py``).
 
     Example:

@@ -1,4 +1,4 @@
-"""``ptth bench``: DESIGN.md's headline ratios measured on the machine at hand.
+"""``ptth bench``: the headline ratios measured on the machine at hand.
 
 Each operation is timed beside its baseline on the same input, alternating
 the two, and the median of the repeats is reported with the target and
@@ -907,7 +907,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--size-mb",
         type=float,
         default=100.0,
-        help="float32 size of the arrays and models timed (default 100, as DESIGN.md)",
+        help="float32 size of the arrays and models timed (default 100, the targets' size)",
     )
     p.add_argument("--repeat", type=int, default=5, help="timed runs per operation (median)")
     p.add_argument(
@@ -1117,7 +1117,7 @@ def run(args) -> int:
         + ", ".join(f"{k} {v:.0f} s" for k, v in timing.items())
         + ")"
         + (f"; load average at the end {load[0]:.2f}" if load else "")
-        + "; targets from DESIGN.md (100 MB of float32). Times on a shared machine are noisy: "
+        + "; targets as in benchmarks/README.md (100 MB of float32). Times on a shared machine are noisy: "
         "read each beside its baseline of the same run. Full suite: python -m pytest benchmarks"
     )
     if args.json:

@@ -48,7 +48,7 @@ SAFETENSORS_RANK = {code: i for i, code in enumerate(SAFETENSORS)}
 #: dtypes NumPy has no type for, by canonical name -> bits per element
 FOREIGN_BITS = {name: bits for name, bits, np_dtype in SAFETENSORS.values() if np_dtype is None}
 
-#: what PTTH stores (SPEC.md's dtype table)
+#: what PTTH stores (the format's dtype table)
 PTTH_DTYPES = ("float32", "float64", "int32", "float16")
 #: integer dtypes that narrow to int32 when every value fits
 NARROWABLE = ("int64", "uint32", "uint64")
@@ -181,7 +181,7 @@ _U32_MAX = 0xFFFFFFFF
 
 def _adapt(t: Tensor, fmt: str, policy: Policy) -> Tensor:
     out = _adapt_dtype(t, fmt, policy)
-    # a PTTH record stores each dim and the payload length in 32 bits (SPEC.md)
+    # a PTTH record stores each dim and the payload length in 32 bits (docs/format.md)
     if fmt == "ptth" and (out.nbytes > _U32_MAX or any(d > _U32_MAX for d in out.shape)):
         raise Unsupported(
             "size_overflow",

@@ -30,7 +30,7 @@ import ptth
 from ._records import encode_record, numpy_view
 from ._strategy import FedAvg
 
-#: replies per round and the model size (float32 bytes) of DESIGN.md's row
+#: replies per round and the model size (float32 bytes) of the row
 CLIENTS = 8
 MODEL_BYTES = 95_000_000
 QUICK_BYTES = 4_000_000
@@ -278,7 +278,7 @@ def flower_rows(quick: bool) -> list:
     """``ptth bench`` rows: keyword arguments of ``ptth.bench.Row`` (op, ours, base, kind, target,
     note, met), ptth.flower.FedAvg against stock FedAvg on the same replies.
 
-    quick: a 4 MB model and 3 repeats (seconds); otherwise DESIGN.md's 95 MB model, 5 repeats.
+    quick: a 4 MB model and 3 repeats (seconds); otherwise the 95 MB model, 5 repeats.
     Example: ``[Row(**r) for r in flower_rows(quick=True)]``.
     """
     nbytes, repeat = (QUICK_BYTES, 3) if quick else (MODEL_BYTES, 5)
@@ -360,7 +360,7 @@ def _float16_row(name, label, nbytes, repeat, t_stock16, err_stock16, held32, he
 
 
 def float16_error_200(nbytes: int = 1_000_000, clients: int = 200) -> dict:
-    """The issue's error case: `clients` float16 full-weight uploads around 1.0.
+    """The error case of stock float16 averaging: `clients` float16 full-weight uploads around 1.0.
 
     Returns the max error against the float64 NumPy mean of the same float16
     values: stock FedAvg on float16 ArrayRecords, and ptth on float16 PTTH
