@@ -18,9 +18,10 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from zlib_ng import zlib_ng
+
 import reference
 from conftest import BACKENDS, SIZES
-from zlib_ng import zlib_ng
 
 isal_zlib = pytest.importorskip("isal.isal_zlib")
 libdeflate = pytest.importorskip("deflate")
@@ -42,26 +43,35 @@ def compression_inputs():
         if size not in cache:
             tmpl = reference.model(SIZES[size])
             rng = np.random.default_rng(5)
-            d32 = {k: rng.standard_normal(v.shape, dtype=np.float32) * np.float32(1e-3)
-                   for k, v in tmpl.items()}
-            blobs = {"f16 delta": native.dumps(d32, dtype="float16"), "f32 delta": native.dumps(d32),
-                     "weights": native.dumps(tmpl)}
-            cache[size] = SimpleNamespace(blobs=blobs,
-                                          z6={k: zlib_ng.compress(v, 6) for k, v in blobs.items()})
+            d32 = {
+                k: rng.standard_normal(v.shape, dtype=np.float32) * np.float32(1e-3)
+                for k, v in tmpl.items()
+            }
+            blobs = {
+                "f16 delta": native.dumps(d32, dtype="float16"),
+                "f32 delta": native.dumps(d32),
+                "weights": native.dumps(tmpl),
+            }
+            cache[size] = SimpleNamespace(
+                blobs=blobs, z6={k: zlib_ng.compress(v, 6) for k, v in blobs.items()}
+            )
         return cache[size]
+
     return get
 
 
 def _compressors():
-    c = {"baseline-zlib-ng-6": lambda d: zlib_ng.compress(d, 6),
-         "zlib-ng-1": lambda d: zlib_ng.compress(d, 1),
-         "native-6-threads1": lambda d: native.compress(d, 6, threads=1),
-         "native-6-threads2": lambda d: native.compress(d, 6, threads=2),
-         "native-1-threads1": lambda d: native.compress(d, 1, threads=1),
-         "native-9-threads1": lambda d: native.compress(d, 9, threads=1),
-         "isal-1": lambda d: isal_zlib.compress(d, 1),
-         "isal-2": lambda d: isal_zlib.compress(d, 2),
-         "libdeflate-6": lambda d: libdeflate.zlib_compress(d, 6)}
+    c = {
+        "baseline-zlib-ng-6": lambda d: zlib_ng.compress(d, 6),
+        "zlib-ng-1": lambda d: zlib_ng.compress(d, 1),
+        "native-6-threads1": lambda d: native.compress(d, 6, threads=1),
+        "native-6-threads2": lambda d: native.compress(d, 6, threads=2),
+        "native-1-threads1": lambda d: native.compress(d, 1, threads=1),
+        "native-9-threads1": lambda d: native.compress(d, 9, threads=1),
+        "isal-1": lambda d: isal_zlib.compress(d, 1),
+        "isal-2": lambda d: isal_zlib.compress(d, 2),
+        "libdeflate-6": lambda d: libdeflate.zlib_compress(d, 6),
+    }
     if zstandard is not None:
         c["zstd-1-reference"] = lambda d: zstandard.ZstdCompressor(level=1).compress(d)
     return c
@@ -83,17 +93,20 @@ def test_deflate(benchmark, compression_inputs, size, what, impl):
     data = compression_inputs(size).blobs[what]
     benchmark.group = f"deflate {what} {size}"
     z = COMPRESSORS[impl](data)
-    benchmark.extra_info.update(raw_bytes=len(data), compressed_bytes=len(z),
-                                ratio=len(data) / len(z))
+    benchmark.extra_info.update(
+        raw_bytes=len(data), compressed_bytes=len(z), ratio=len(data) / len(z)
+    )
     _run(benchmark, size, COMPRESSORS[impl], data)
 
 
 def _inflaters(raw_len):
-    c = {"baseline-zlib-ng": zlib_ng.decompress,
-         "native-decompress": native.decompress,
-         "native-loads": native.loads,
-         "isal": isal_zlib.decompress,
-         "libdeflate": lambda z: libdeflate.zlib_decompress(z, raw_len)}
+    c = {
+        "baseline-zlib-ng": zlib_ng.decompress,
+        "native-decompress": native.decompress,
+        "native-loads": native.loads,
+        "isal": isal_zlib.decompress,
+        "libdeflate": lambda z: libdeflate.zlib_decompress(z, raw_len),
+    }
     return c
 
 

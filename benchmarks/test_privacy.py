@@ -55,7 +55,7 @@ def test_clip_vs_add(benchmark, clip_case, impl):
 
 @pytest.mark.parametrize("impl", ["baseline-numpy-norm", "native-clip"])
 def test_clip_vs_numpy_norm(benchmark, clip_case, impl):
-    """Clipping in the fold against decode + NumPy norm + add (12.5x its time before clipping was fused)."""
+    """Clipping in the fold against decode + NumPy norm + add (12.5x before it was fused)."""
     tmpl, blob, clip = clip_case
     benchmark.group = "add clip vs numpy norm f16 8M"
     agg = BACKENDS["native"].Aggregator(tmpl)

@@ -24,13 +24,19 @@ import sys
 import tempfile
 import time
 from functools import partial, reduce
+from typing import Any
 
 import numpy as np
 from zlib_ng import zlib_ng
 
 import ptth
 
-_DTYPES = {0: np.dtype("<f4"), 1: np.dtype("<f8"), 2: np.dtype("<i4"), 3: np.dtype("<f2")}
+_DTYPES: dict[int, np.dtype[Any]] = {
+    0: np.dtype("<f4"),
+    1: np.dtype("<f8"),
+    2: np.dtype("<i4"),
+    3: np.dtype("<f2"),
+}
 
 
 # ---- baselines ---------------------------------------------------------------
@@ -119,7 +125,8 @@ def pair(ours, base, repeat: int, alternate: bool = True) -> tuple:
             float(np.median([_once(ours) for _ in range(repeat)])),
             float(np.median([_once(base) for _ in range(repeat)])),
         )
-    t_ours, t_base = [], []
+    t_ours: list[float] = []
+    t_base: list[float] = []
     for _ in range(repeat):
         t_base.append(_once(base))
         t_ours.append(_once(ours))
@@ -686,7 +693,8 @@ def add_many_row(params: int, repeat: int, clients: int = 8) -> list:
     ma, mb = a.mean(dtype="float64"), b.mean(dtype="float64")
     identical = all(np.array_equal(ma[k], mb[k]) for k in ma)
     del a, b, ma, mb
-    t_ours, t_base = [], []
+    t_ours: list[float] = []
+    t_base: list[float] = []
     for _ in range(repeat):
         for fn, times in ((base, t_base), (ours, t_ours)):
             agg = ptth.Aggregator(tmpl)  # fresh: construction is not timed
@@ -1117,7 +1125,8 @@ def run(args) -> int:
         + ", ".join(f"{k} {v:.0f} s" for k, v in timing.items())
         + ")"
         + (f"; load average at the end {load[0]:.2f}" if load else "")
-        + "; targets as in benchmarks/README.md (100 MB of float32). Times on a shared machine are noisy: "
+        + "; targets as in benchmarks/README.md (100 MB of float32). "
+        + "Times on a shared machine are noisy: "
         "read each beside its baseline of the same run. Full suite: python -m pytest benchmarks"
     )
     if args.json:
@@ -1217,13 +1226,13 @@ def compression_rows(quick: bool) -> list[dict]:
         fn()
         return float(np.median([_once(fn) for _ in range(n)]))
 
-    codecs = [
+    codecs: list[tuple[str, Any, Any, bool]] = [
         ("ptth.compress 6", lambda d: ptth.compress(d, 6), ptth.decompress, True),
         ("ptth.compress 6, threads=0", lambda d: ptth.compress(d, 6, threads=0), None, True),
         ("zlib-ng wheel, level 6", lambda d: zlib_ng.compress(d, 6), zlib_ng.decompress, True),
         ("zlib-ng wheel, level 1", lambda d: zlib_ng.compress(d, 1), zlib_ng.decompress, True),
     ]
-    rows = []
+    rows: list[dict[str, Any]] = []
     try:
         from isal import isal_zlib
 
@@ -1239,7 +1248,9 @@ def compression_rows(quick: bool) -> list[dict]:
     except ImportError:
         rows.append({"kind": "skipped", "codec": "python-isal", "note": "isal not installed"})
     try:
-        import deflate as libdeflate
+        import deflate as libdeflate_module
+
+        libdeflate: Any = libdeflate_module
 
         codecs.append(
             (

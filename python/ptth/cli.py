@@ -15,7 +15,7 @@ from ._cli_util import escape_name, parse_size, relabel_arg
 from .errors import PTTHError
 
 
-def _human(n: int) -> str:
+def _human(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
             return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"

@@ -17,12 +17,16 @@ at most one byte: ``hidden_byte`` finds it.
 from __future__ import annotations
 
 import zlib
+from typing import Any
 
 from zlib_ng import zlib_ng
 
 from ..errors import PTTHError
 from .deflate import WBITS
 from .format import detect_wrapper
+
+# zlib_ng's stub declares `error` as a variable, not a class
+_ZError: Any = zlib_ng.error
 
 #: decompressed bytes asked for per step
 OUT_CHUNK = 256 * 1024
@@ -41,7 +45,7 @@ class InflateError(Exception):
         self.prefix = prefix
 
 
-def error_reason(exc: zlib_ng.error) -> str:
+def error_reason(exc: Exception) -> str:
     message = str(exc)
     if "incorrect data check" in message or "incorrect length check" in message:
         return "bad_checksum"
@@ -57,17 +61,17 @@ class Inflater:
     """
 
     def __init__(self, wbits: int, data=None):
-        self._inflate = zlib_ng.decompressobj(wbits)
+        self._inflate: Any = zlib_ng.decompressobj(wbits)  # the stub lacks copy()
         self._input = bytearray() if data is None else data
         self._pos = 0  # input consumed by inflate (or the gzip header parser)
         self.eof = False
         # the gzip header is parsed here; the replay from the start sees raw DEFLATE
-        self._header = GzipHeader() if wbits == 31 else None
+        self._header: Any = GzipHeader() if wbits == 31 else None
         self._wbits = -15 if wbits == 31 else wbits
         # Replay point for errors: the state before the last step that produced
         # output, where that step's input starts, and how much it produced; or the
         # start of the stream; or (mid) a state after IN_CHUNK bytes without output.
-        self._anchor = self._inflate.copy()
+        self._anchor = self._inflate.copy()  # type: ignore[attr-defined]  # the stub lacks copy()
         self._anchor_pos = 0
         self._anchor_out = 0
         self._anchor_mid = False
@@ -95,7 +99,7 @@ class Inflater:
             before = self._inflate.copy()
             try:
                 out = self._inflate.decompress(step, n)
-            except zlib_ng.error as exc:
+            except _ZError as exc:
                 raise InflateError(error_reason(exc), self._replay(start + len(step))) from None
             if self._inflate.eof:
                 self.eof = True
@@ -133,7 +137,7 @@ class Inflater:
         stream = self._input[self._anchor_pos : end]
         try:
             first = replay.decompress(stream, 1)
-        except zlib_ng.error:
+        except _ZError:
             # At most one byte came out since the anchor before the error.
             if self._anchor_out:
                 return b""  # that byte is the anchor step's
@@ -157,7 +161,7 @@ class Inflater:
             try:
                 self._anchor.copy().decompress(stream[:mid], 1)
                 lo = mid
-            except zlib_ng.error:
+            except _ZError:
                 hi = mid
         state = self._anchor.copy()
         out = state.decompress(stream[:lo], 1)
@@ -181,7 +185,7 @@ def byte_before_error(state, byte: int) -> bytes:
         for high in range(1 << (8 - k)):
             try:
                 outs.add(state.copy().decompress(bytes([low | high << k]), 1))
-            except zlib_ng.error:
+            except _ZError:
                 pass
         if len(outs) == 1 and b"" not in outs:
             return outs.pop()
@@ -203,7 +207,7 @@ def lone_first_byte(wbits: int, stream) -> bytes:
         replay = zlib_ng.decompressobj(-15)
         try:
             replay.decompress(bytes([0x00, 0x01, 0x00, 0xFE, 0xFF, filler]) + bytes(body), 1)
-        except zlib_ng.error:
+        except _ZError:
             seen.add(b"")
             continue
         seen.add(replay.flush()[:1])
@@ -223,7 +227,7 @@ def deflate_body(wbits: int, stream):
         return None
     try:
         zlib_ng.decompressobj(wbits).decompress(stream[:2])
-    except zlib_ng.error:
+    except _ZError:
         return None
     return stream[2:]
 
