@@ -417,6 +417,13 @@ class MatchingSink : public RecordSink {
                  r.payload_offset, r.index);
     collect_.on_record(r, payload);
     CollectedRecord& c = collect_.records().back();
+    if (r.big_endian && !c.owned) {  // borrowed under "auto": swapped in a copy
+      c.owned.reset(buffer_alloc(r.nbytes));
+      if (r.nbytes) std::memcpy(c.owned.get(), c.data, r.nbytes);
+      byteswap_inplace(c.owned.get(), r.numel, itemsize(r.dtype));
+      c.data = c.owned.get();
+    }
+    part_of_.push_back(out_.parts.size());
     out_.parts.push_back({param_, r.dtype, c.data, r.numel, r.payload_offset, int64_t(r.index)});
     if (r.big_endian) out_.result.big_endian = true;
     if (uint32_t(r.dtype) != r.code) ++out_.result.relabelled;
@@ -428,9 +435,18 @@ class MatchingSink : public RecordSink {
   void finish(const Reader& reader) {
     if (opts_.read.byteorder == ByteOrder::automatic) {
       if (reader.order_decided() && reader.decided_order() == ByteOrder::big) {
-        for (CollectedRecord& c : collect_.records()) {
+        std::vector<CollectedRecord>& records = collect_.records();
+        for (size_t j = 0; j < records.size(); ++j) {
+          CollectedRecord& c = records[j];
           if (c.info.big_endian) continue;
-          // Owned: "auto" always copies. Keeps the effective dtype of relabelling.
+          // Read little-endian before the decision, in place when it could be
+          // borrowed: copied now to be swapped. Keeps the effective dtype of relabelling.
+          if (!c.owned) {
+            c.owned.reset(buffer_alloc(c.info.nbytes));
+            if (c.info.nbytes) std::memcpy(c.owned.get(), c.data, c.info.nbytes);
+            c.data = c.owned.get();
+            out_.parts[part_of_[j]].data = c.data;
+          }
           byteswap_inplace(c.owned.get(), c.info.numel, itemsize(c.info.dtype));
           c.info.big_endian = true;
           out_.result.big_endian = true;
@@ -454,6 +470,7 @@ class MatchingSink : public RecordSink {
   const AddOptions& opts_;
   CollectingSink collect_;
   Aggregator::Prepared& out_;
+  std::vector<size_t> part_of_;  // the part of each collected record
   size_t param_ = 0;
 };
 
@@ -489,7 +506,9 @@ void Aggregator::parse_blob(const uint8_t* data, size_t n, const AddOptions& o,
   // Compressed and byte-swapped payloads land in owned buffers in host order;
   // plain little-endian ones are read where they lie.
   const bool plain = detect_wrapper(data, std::min<size_t>(n, 4)) == Wrapper::none;
-  MatchingSink sink(*this, o, !plain || o.read.byteorder != ByteOrder::little, out);
+  // Plain input is borrowed where it lies, also under "auto" (a record read
+  // big-endian is copied to be swapped, and so is one read before a big decision).
+  MatchingSink sink(*this, o, !plain || o.read.byteorder == ByteOrder::big, out);
   try {
     StreamDecoder dec(o.read, &sink);
     dec.feed(data, n, /*borrow=*/true);
