@@ -333,30 +333,39 @@ def test_mismatches_name_both_sides_and_the_parameter(backend):
 def test_merge_both_ways_on_two_threads(backend):
     """The fallback's merge locked self, then other: a.merge(b) || b.merge(a) deadlocked."""
     tmpl = {"w": np.zeros(1000, np.float32)}
-    a, b = backend.Aggregator(tmpl), backend.Aggregator(tmpl)
-    a.add({"w": np.ones(1000, np.float32)})
-    b.add({"w": np.ones(1000, np.float32)})
+    errors = []
 
     def work(x, y):
-        for _ in range(2000):
-            x.merge(y)
+        # 2 x 400 merges grow the weight sums like Fibonacci numbers (about 1e167): no
+        # overflow, so every merge runs and a failed one fails the test, not just its thread
+        try:
+            for _ in range(400):
+                x.merge(y)
+        except Exception as exc:
+            errors.append(exc)
 
-    threads = [
-        threading.Thread(target=work, args=(a, b), daemon=True),
-        threading.Thread(target=work, args=(b, a), daemon=True),
-    ]
     # Switch threads between almost every bytecode, so the window between two
     # lock acquisitions is hit (the old code deadlocked within a second this way).
     interval = sys.getswitchinterval()
     sys.setswitchinterval(1e-6)
     try:
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(60)
+        for _ in range(5):  # fresh aggregators per round: 4000 merges in all
+            a, b = backend.Aggregator(tmpl), backend.Aggregator(tmpl)
+            a.add({"w": np.ones(1000, np.float32)})
+            b.add({"w": np.ones(1000, np.float32)})
+            threads = [
+                threading.Thread(target=work, args=(a, b), daemon=True),
+                threading.Thread(target=work, args=(b, a), daemon=True),
+            ]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(60)
+            assert not any(t.is_alive() for t in threads), "a.merge(b) || b.merge(a) deadlocked"
     finally:
         sys.setswitchinterval(interval)
-    assert not any(t.is_alive() for t in threads), "a.merge(b) and b.merge(a) deadlocked"
+    assert errors == []
+    assert np.isfinite(a.total_weight) and a.count > 0
 
 
 def _adders(backend, agg, stop, n=8):
