@@ -73,7 +73,10 @@ void* map_region(uint64_t bytes) {
   if (aligned > start) munmap(raw, aligned - start);
   const uintptr_t end = start + span, used_end = aligned + bytes;
   if (end > used_end) munmap(reinterpret_cast<void*>(used_end), end - used_end);
-  madvise(reinterpret_cast<void*>(aligned), bytes, MADV_HUGEPAGE);  // advice: failure is fine
+  // Only whole 2 MiB spans: a huge page over the tail would make the slack
+  // past the last byte resident (about 1 MiB per buffer on average).
+  madvise(reinterpret_cast<void*>(aligned), bytes / kHuge * kHuge,
+          MADV_HUGEPAGE);  // advice: failure is fine
   return reinterpret_cast<void*>(aligned);
 }
 
@@ -150,7 +153,7 @@ uint8_t* make(uint64_t n, bool* fresh) {
       return reused;
     }
     Header h{};
-    h.mapped = round_up(n + kHeader, n + kHeader >= kHuge ? kHuge : kPage);
+    h.mapped = round_up(n + kHeader, kPage);
     void* p = map_region(h.mapped);
     if (p == nullptr) {
       pool().release();  // memory kept idle may be what this allocation lacks
@@ -210,7 +213,7 @@ uint8_t* buffer_grow(uint8_t* data, uint64_t n) {
     nh->mapped = bytes;
     nh->capacity = bytes - kHeader;
     if (bytes >= kHuge && huge_mode() == HugePages::madvise)
-      madvise(p, bytes, MADV_HUGEPAGE);  // the moved region is advised anew
+      madvise(p, bytes / kHuge * kHuge, MADV_HUGEPAGE);  // the moved region is advised anew
     return static_cast<uint8_t*>(p) + kHeader;
   }
 #endif
