@@ -206,15 +206,25 @@ uint8_t* buffer_grow(uint8_t* data, uint64_t n) {
   }
 #ifdef MREMAP_MAYMOVE
   if (h->mapped) {
+    const bool advise = huge_mode() == HugePages::madvise;
+    // Advised over whole 2 MiB spans only, the mapping may be two VMAs, and
+    // mremap moves one: advise it whole first (the two merge), the tail again after.
+    if (advise && h->mapped >= kHuge) madvise(h, h->mapped, MADV_HUGEPAGE);
     uint64_t bytes = round_up(n + kHeader, kPage);
     void* p = mremap(h, h->mapped, bytes, MREMAP_MAYMOVE);
-    if (p == MAP_FAILED) throw std::bad_alloc();
-    auto* nh = static_cast<Header*>(p);
-    nh->mapped = bytes;
-    nh->capacity = bytes - kHeader;
-    if (bytes >= kHuge && huge_mode() == HugePages::madvise)
-      madvise(p, bytes / kHuge * kHuge, MADV_HUGEPAGE);  // the moved region is advised anew
-    return static_cast<uint8_t*>(p) + kHeader;
+    if (p != MAP_FAILED) {
+      auto* nh = static_cast<Header*>(p);
+      nh->mapped = bytes;
+      nh->capacity = bytes - kHeader;
+      const uint64_t whole = bytes / kHuge * kHuge;
+      if (advise && whole) {
+        madvise(p, whole, MADV_HUGEPAGE);  // the moved region is advised anew
+        if (whole < bytes)
+          madvise(static_cast<uint8_t*>(p) + whole, bytes - whole, MADV_NOHUGEPAGE);
+      }
+      return static_cast<uint8_t*>(p) + kHeader;
+    }
+    // else copied below
   }
 #endif
   uint8_t* fresh = buffer_alloc(n);
