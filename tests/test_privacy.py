@@ -12,7 +12,6 @@ drawn parameter by parameter in template order.
 
 from __future__ import annotations
 
-import importlib
 import math
 import os
 import re
@@ -28,6 +27,7 @@ from hypothesis import strategies as st
 
 import ptth
 from blobs import bits
+from needs import need
 
 # The uploads here are written by ptth.dumps (little-endian). Tiny random float32 records can
 # read plausibly in both orders, which byteorder="auto" refuses (ambiguous_byteorder);
@@ -394,16 +394,6 @@ def test_noise_is_added_once_to_the_sum(backend):
     plain = agg.mean(denominator=10.0)["w"]
     noisy = agg.mean(denominator=10.0, noise_std=3.0, rng=np.random.default_rng(9))["w"]
     check_gaussian([(noisy - plain)], 3.0 / 10.0)
-
-
-def need(module):
-    """A test dependency; only the ASan run's venv (.ci/asan.sh: the core's deps) lacks it."""
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        if "libasan" in os.environ.get("LD_PRELOAD", ""):
-            pytest.skip(f"{module} is not installed in the ASan venv")
-        raise
 
 
 def test_chi2_quantiles_are_scipys():

@@ -10,7 +10,6 @@ fixture's modules are copies of ptth._front, which does not carry them).
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 import mmap
 import os
@@ -24,6 +23,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import ptth
+from needs import need
 from ptth import _robust
 
 PROBE = Path(__file__).with_name("robustprobe.py")
@@ -87,16 +87,6 @@ def trim_mean(stack, p):
 
 def ref_trimmed(values, p, template=None, kind="delta"):
     return {n: trim_mean(s, p) for n, s in stacked(values, template, kind).items()}
-
-
-def need(module):
-    """A test dependency; only the ASan run's venv (.ci/asan.sh: the core's deps) lacks it."""
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        if "libasan" in os.environ.get("LD_PRELOAD", ""):
-            pytest.skip(f"{module} is not installed in the ASan venv")
-        raise
 
 
 def test_numpy_trim_mean_reference_is_scipys():
