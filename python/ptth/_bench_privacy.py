@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 import ptth
-from ptth.bench import delta, model, pair, reference_loads
+from ptth.bench import _status, delta, model, pair, reference_loads
 
 #: the trimmed mean's proportion in every measurement
 PROPORTION = 0.1
@@ -119,14 +119,6 @@ def stack_trimmed_mean(uploads: list[bytes], proportion: float) -> dict[str, np.
         part = np.partition(stack, (cut, n - cut - 1), axis=0)
         out[name] = np.mean(part[cut : n - cut], axis=0)
     return out
-
-
-def _status(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise KeyError(field)
 
 
 def robust_child(stat: str, impl: str, directory: str, clients: int) -> dict[str, Any]:

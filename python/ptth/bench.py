@@ -408,7 +408,8 @@ def fedavg(elements, repeat, clients=4):
 # ---- peak memory (fresh processes) -------------------------------------------------
 
 
-def _status(field):
+def _status(field: str) -> int:
+    """A /proc/self/status value in bytes (VmRSS, VmHWM, ...)."""
     with open("/proc/self/status") as f:
         for line in f:
             if line.startswith(field + ":"):

@@ -26,6 +26,7 @@ from flwr.app import Array, ArrayRecord, Message, MessageType, MetricRecord, Rec
 from flwr.serverapp.strategy import FedAvg as StockFedAvg
 
 import ptth
+from ptth.bench import _status
 
 from ._records import encode_record, numpy_view
 from ._strategy import FedAvg
@@ -169,14 +170,6 @@ def apply_share(glob: ArrayRecord, msgs: list, accumulate: str = "float64") -> t
 
 
 # ---- peak memory in a fresh process -------------------------------------------------
-
-
-def _status(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise KeyError(field)
 
 
 def _trim() -> None:
