@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 import ptth
-from ptth.bench import _status, delta, model, pair, reference_loads
+from ptth._bench_inputs import _status, delta, model, pair, reference_loads
 
 #: the trimmed mean's proportion in every measurement
 PROPORTION = 0.1

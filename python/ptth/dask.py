@@ -614,7 +614,7 @@ def _bench_uploads(
     ``"f16-zlib"``: float16 deltas at zlib level 6 (what a phone should send);
     ``"f32"``: uncompressed float32 deltas. Returns the template and the paths.
     """
-    from ptth import bench
+    from ptth import _bench_inputs as bench
 
     template = bench.model(params)
     paths: dict[str, list[str]] = {"f16-zlib": [], "f32": []}

@@ -26,7 +26,7 @@ from flwr.app import Array, ArrayRecord, Message, MessageType, MetricRecord, Rec
 from flwr.serverapp.strategy import FedAvg as StockFedAvg
 
 import ptth
-from ptth.bench import _status
+from ptth._bench_inputs import _status
 
 from ._records import encode_record, numpy_view
 from ._strategy import FedAvg
@@ -50,7 +50,7 @@ def _identity() -> None:
 
 def global_model(nbytes: int) -> dict:
     """The 200-tensor float32 model ``ptth bench`` uses, of about `nbytes` bytes."""
-    from ptth.bench import model
+    from ptth._bench_inputs import model
 
     return model(max(1024, nbytes // 4))
 
