@@ -39,7 +39,8 @@ echo "== build (ASan + UBSan)"
   -C cmake.build-type=RelWithDebInfo -C "build-dir=$root/{wheel_tag}" .
 # Located without importing it: that needs the runtime preloaded.
 native=$("$vpy" -c 'import glob, importlib.util as u, os
-print(*glob.glob(os.path.join(u.find_spec("ptth").submodule_search_locations[0], "_native*.so")))')
+pkg = u.find_spec("ptth").submodule_search_locations[0]
+print(*glob.glob(os.path.join(pkg, "_native", "_core*.so")))')
 case "$native" in
   "$PWD/$venv"/*) ;;
   *) echo "the venv imports ptth._native from $native" >&2; exit 2 ;;

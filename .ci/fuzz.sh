@@ -5,16 +5,16 @@
 # a sanitizer report, a broken invariant, a leak, a timeout or running out of
 # memory. Crashing inputs are kept in build/fuzz/artifacts/ and printed in hex.
 #
-#   PTTH_FUZZ_SECONDS  seconds per target (default 60; fuzz_restore: 30, its state space is small)
+#   PTTH_FUZZ_SECONDS  seconds per target (default 45; fuzz_restore: 20, its state space is small)
 #   PTTH_FUZZ_TARGETS  which targets (default: fuzz_loads fuzz_stream fuzz_inflate fuzz_aggregate
 #                      fuzz_restore)
-#   PTTH_FUZZ_PY_SECONDS  seconds for fuzz/fuzz_server_parsing.py (atheris; default 30)
+#   PTTH_FUZZ_PY_SECONDS  seconds per atheris target in fuzz/ (default 20)
 #
 # Needs root for apt-get only when clang or its libFuzzer runtime is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-seconds=${PTTH_FUZZ_SECONDS:-60}
+seconds=${PTTH_FUZZ_SECONDS:-45}
 targets=${PTTH_FUZZ_TARGETS:-fuzz_loads fuzz_stream fuzz_inflate fuzz_aggregate fuzz_restore}
 build=build/fuzz
 start=$SECONDS
@@ -68,7 +68,7 @@ echo "build and seeds: $((SECONDS - start)) s"
 failed=()
 for t in $targets; do
   t_seconds=$seconds
-  [ "$t" = fuzz_restore ] && [ -z "${PTTH_FUZZ_SECONDS:-}" ] && t_seconds=30
+  [ "$t" = fuzz_restore ] && [ -z "${PTTH_FUZZ_SECONDS:-}" ] && t_seconds=20
   echo "== $t (${t_seconds} s)"
   mkdir -p "$build/corpus/$t"
   log="$build/logs/$t.log"
@@ -95,8 +95,8 @@ done
 
 # The Python parsers (ptth.convert's safetensors and .npz readers, ptth serve's
 # request parsing) under atheris, libFuzzer for Python: only the documented
-# errors may leave them. PTTH_FUZZ_PY_SECONDS per target (default 30).
-py_seconds=${PTTH_FUZZ_PY_SECONDS:-30}
+# errors may leave them. PTTH_FUZZ_PY_SECONDS per target (default 20).
+py_seconds=${PTTH_FUZZ_PY_SECONDS:-20}
 py_targets=${PTTH_FUZZ_PY_TARGETS:-fuzz_formats fuzz_server_parsing}
 if ! "$python" -c "import ptth.convert, ptth.server" 2>/dev/null; then
   echo "ptth with its extras does not import with $python: install it first" \
