@@ -31,7 +31,7 @@ command -v cmake >/dev/null || build_deps+=("cmake>=3.18")
 command -v ninja >/dev/null || build_deps+=(ninja)
 "$vpy" -m pip install -q --disable-pip-version-check "${build_deps[@]}" \
   "numpy>=1.24" "zlib-ng==1.1.0" "isal==1.9.1" "pytest>=7" "hypothesis>=6.100" \
-  "safetensors>=0.4" "scipy>=1.11"
+  "safetensors>=0.4" "scipy>=1.11" "mypy>=1.13"
 
 echo "== build (ASan + UBSan)"
 "$vpy" -m pip install -q --disable-pip-version-check --no-build-isolation --no-deps \
