@@ -342,7 +342,9 @@ class AggregatorCore:
                 stats.add_values(d.astype(np.float64))
         else:
             for lo, hi in _blocks(x.size):
-                stats.add_values(x[lo:hi].astype(np.float64))  # exact widening
+                with np.errstate(invalid="ignore"):  # a signaling NaN widens quiet, as in C++
+                    wide = x[lo:hi].astype(np.float64)  # exact widening
+                stats.add_values(wide)
         return stats, x_finite
 
     def _validate(self, p, opts):
