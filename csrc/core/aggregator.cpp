@@ -399,7 +399,7 @@ size_t Aggregator::match(const std::string& name, const uint32_t* dims32, const 
 class MatchingSink : public RecordSink {
  public:
   MatchingSink(const Aggregator& agg, const AddOptions& opts, bool copy, Aggregator::Prepared& out)
-      : agg_(agg), opts_(opts), collect_(copy), out_(out) {}
+      : agg_(agg), opts_(opts), collect_(copy), out_(out), first_part_(out.parts.size()) {}
 
   uint8_t* payload_space(const RecordInfo& r, uint64_t have, size_t* room) override {
     return collect_.payload_space(r, have, room);
@@ -417,13 +417,7 @@ class MatchingSink : public RecordSink {
                  r.payload_offset, r.index);
     collect_.on_record(r, payload);
     CollectedRecord& c = collect_.records().back();
-    if (r.big_endian && !c.owned) {  // borrowed under "auto": swapped in a copy
-      c.owned.reset(buffer_alloc(r.nbytes));
-      if (r.nbytes) std::memcpy(c.owned.get(), c.data, r.nbytes);
-      byteswap_inplace(c.owned.get(), r.numel, itemsize(r.dtype));
-      c.data = c.owned.get();
-    }
-    part_of_.push_back(out_.parts.size());
+    if (r.big_endian && !c.owned) swapped_copy(c);  // borrowed under "auto"
     out_.parts.push_back({param_, r.dtype, c.data, r.numel, r.payload_offset, int64_t(r.index)});
     if (r.big_endian) out_.result.big_endian = true;
     if (uint32_t(r.dtype) != r.code) ++out_.result.relabelled;
@@ -439,15 +433,13 @@ class MatchingSink : public RecordSink {
         for (size_t j = 0; j < records.size(); ++j) {
           CollectedRecord& c = records[j];
           if (c.info.big_endian) continue;
-          // Read little-endian before the decision, in place when it could be
-          // borrowed: copied now to be swapped. Keeps the effective dtype of relabelling.
-          if (!c.owned) {
-            c.owned.reset(buffer_alloc(c.info.nbytes));
-            if (c.info.nbytes) std::memcpy(c.owned.get(), c.data, c.info.nbytes);
-            c.data = c.owned.get();
-            out_.parts[part_of_[j]].data = c.data;
-          }
-          byteswap_inplace(c.owned.get(), c.info.numel, itemsize(c.info.dtype));
+          // Read little-endian before the decision (in place when it could be
+          // borrowed): swapped now, keeping the effective dtype of relabelling.
+          if (c.owned)
+            byteswap_inplace(c.owned.get(), c.info.numel, itemsize(c.info.dtype));
+          else
+            swapped_copy(c);
+          out_.parts[first_part_ + j].data = c.data;  // one part per record, in order
           c.info.big_endian = true;
           out_.result.big_endian = true;
         }
@@ -470,8 +462,16 @@ class MatchingSink : public RecordSink {
   const AddOptions& opts_;
   CollectingSink collect_;
   Aggregator::Prepared& out_;
-  std::vector<size_t> part_of_;  // the part of each collected record
+  const size_t first_part_;  // the part of the first collected record
   size_t param_ = 0;
+
+  // A borrowed payload in host order: copied and swapped.
+  static void swapped_copy(CollectedRecord& c) {
+    c.owned.reset(buffer_alloc(c.info.nbytes));
+    if (c.info.nbytes) std::memcpy(c.owned.get(), c.data, c.info.nbytes);
+    byteswap_inplace(c.owned.get(), c.info.numel, itemsize(c.info.dtype));
+    c.data = c.owned.get();
+  }
 };
 
 void Aggregator::prepare_blob(const uint8_t* data, size_t n, double weight, const AddOptions& opts,

@@ -20,7 +20,7 @@ import numpy as np
 import ptth
 
 from . import convert as pc
-from ._cli_util import parse_size, relabel_arg
+from ._cli_util import human_size, parse_size, print_tensor_table, relabel_arg, shape_text
 from .errors import PTTHError
 
 _FORMATS = list(pc.FORMATS)
@@ -102,35 +102,17 @@ def _policy(args) -> dict:
     }
 
 
-def _shape(shape) -> str:
-    return "x".join(map(str, shape)) or "scalar"
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{int(n)} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
-
-
 # ---- inspect (safetensors, .npz) --------------------------------------------------
 
 
 def inspect_foreign(path, fmt: str) -> int:
     """Print a safetensors or .npz file's tensors as ``ptth inspect`` prints a PTTH file."""
     tensors, metadata, fmt = pc.read_tensors(path, format=fmt)
-    rows = [(name, _shape(t.shape), t.dtype, t.nbytes) for name, t in tensors.items()]
-    width = max([len(r[0]) for r in rows] + [4])
+    rows = [(name, shape_text(t.shape), t.dtype, t.nbytes) for name, t in tensors.items()]
     print(f"format: {fmt}")
     for key, value in metadata.items():
         print(f"metadata: {key} = {value}")
-    print(f"{'name':<{width}}  {'shape':<16} {'dtype':<8} {'bytes':>12}")
-    for name, shape, dtype, nbytes in rows:
-        print(f"{name:<{width}}  {shape:<16} {dtype:<8} {nbytes:>12}")
-    total = sum(r[3] for r in rows)
-    numel = sum(t.numel for t in tensors.values())
-    print(f"{len(rows)} parameters, {numel} elements, {total} payload bytes ({_human(total)})")
+    print_tensor_table(rows, sum(t.numel for t in tensors.values()))
     return 0
 
 
@@ -419,7 +401,7 @@ def _print_summary(s: dict, args) -> None:
     )
     rate = s["uploads_per_second"]
     print(
-        f"read      {s['bytes_read']:,} bytes ({_human(s['bytes_read'])}) in "
+        f"read      {s['bytes_read']:,} bytes ({human_size(s['bytes_read'])}) in "
         f"{s['seconds']:.2f} s, {rate:.1f} uploads/s, {s['threads']} threads"
         if rate
         else f"read      {s['bytes_read']:,} bytes"
@@ -512,10 +494,10 @@ def _diff(args) -> int:
         if r["status"] == "compared":
             cols = f"{r['max_abs']:>12.6g} {r['mean_abs']:>12.6g}"
         elif r["status"] == "shape":
-            cols = f"shape differs: b is {_shape(r['shape_b'])}"
+            cols = f"shape differs: b is {shape_text(r['shape_b'])}"
         else:
             cols = r["status"]
-        print(f"{r['name']:<{width}}  {_shape(r['shape']):<16} {dtype:<17} {cols}")
+        print(f"{r['name']:<{width}}  {shape_text(r['shape']):<16} {dtype:<17} {cols}")
     for name in result["only_a"]:
         print(f"only in a: {name}")
     for name in result["only_b"]:

@@ -58,3 +58,27 @@ def relabel_arg(value: str):
     if value in ("off", "false", "no"):
         return False
     raise argparse.ArgumentTypeError(f"expected on, off or auto, not {value!r}")
+
+
+def human_size(n: float) -> str:
+    """A byte count in B, KiB, MiB or GiB, for the commands' output."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{int(n)} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def shape_text(shape: tuple[int, ...]) -> str:
+    """A shape as ``ptth inspect`` prints it: 3x4, or scalar."""
+    return "x".join(map(str, shape)) or "scalar"
+
+
+def print_tensor_table(rows: list[tuple[str, str, str, int]], numel: int) -> None:
+    """``ptth inspect``'s table: (name, shape, dtype, bytes) per tensor, then the totals."""
+    width = max([len(r[0]) for r in rows] + [4])
+    print(f"{'name':<{width}}  {'shape':<16} {'dtype':<8} {'bytes':>12}")
+    for name, shape, dtype, nbytes in rows:
+        print(f"{name:<{width}}  {shape:<16} {dtype:<8} {nbytes:>12}")
+    total = sum(r[3] for r in rows)
+    print(f"{len(rows)} parameters, {numel} elements, {total} payload bytes ({human_size(total)})")

@@ -25,6 +25,7 @@ from typing import Any, Callable, Union
 
 import numpy as np
 
+from ._front import _flag, _type_name  # the front's argument rules
 from .errors import PTTHError
 
 __all__ = ["Bound", "median", "over", "trimmed_mean"]
@@ -35,16 +36,6 @@ _SUPPORTED = tuple(np.dtype(t) for t in (np.float16, np.float32, np.float64, np.
 _LOADS_KW = ("copy", "byteorder", "relabel_float32", "max_size")
 _FEED = 1 << 20  # bytes fed to the decoder per step
 _BLOCK_ELEMENTS = 1 << 17  # float64 values sorted per step (1 MiB: stays in L2)
-
-
-def _type_name(value: object) -> str:
-    return type(value).__name__
-
-
-def _flag(value: object, name: str) -> bool:
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    raise TypeError(f"{name} must be True or False, not {value!r}")
 
 
 def _retag(exc: PTTHError, where: str) -> PTTHError:

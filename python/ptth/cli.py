@@ -11,16 +11,8 @@ import numpy as np
 import ptth
 
 from . import _cli_model, _front
-from ._cli_util import escape_name, parse_size, relabel_arg
+from ._cli_util import escape_name, parse_size, print_tensor_table, relabel_arg, shape_text
 from .errors import PTTHError
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
 
 
 def _inspect(args) -> int:
@@ -28,7 +20,7 @@ def _inspect(args) -> int:
     fmt = "ptth" if args.file == "-" else _cli_model.inspect_format(args.file)
     if fmt != "ptth":
         return _cli_model.inspect_foreign(args.file, fmt)
-    rows, total, numel = [], 0, 0
+    rows, numel = [], 0
     source = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")
     try:
         size = _front._file_size(source)
@@ -43,24 +35,18 @@ def _inspect(args) -> int:
         )
         while chunk:
             for name, arr in dec.feed(chunk):
-                shape = "x".join(map(str, arr.shape)) or "scalar"
-                rows.append((escape_name(name), shape, arr.dtype.name, arr.nbytes))
-                total += arr.nbytes
+                rows.append((escape_name(name), shape_text(arr.shape), arr.dtype.name, arr.nbytes))
                 numel += arr.size
             chunk = source.read(1 << 20)
         dec.close()
     finally:
         if source is not sys.stdin.buffer:
             source.close()
-    width = max([len(r[0]) for r in rows] + [4])
     order = {"<": "little-endian", ">": "big-endian", None: "undecided (no telling payload)"}
     how = " (decided from the bit patterns)" if args.byteorder == "auto" else ""
     print(f"wrapper: {dec.wrapper}")
     print(f"payload byte order: {order[dec.byteorder]}{how}")
-    print(f"{'name':<{width}}  {'shape':<16} {'dtype':<8} {'bytes':>12}")
-    for name, shape, dtype, nbytes in rows:
-        print(f"{name:<{width}}  {shape:<16} {dtype:<8} {nbytes:>12}")
-    print(f"{len(rows)} parameters, {numel} elements, {total} payload bytes ({_human(total)})")
+    print_tensor_table(rows, numel)
     return 0
 
 
