@@ -122,6 +122,20 @@ def test_inspect_escapes_names(backend, tmp_path):
     assert len(out.stdout.splitlines()) == 3 + 3 + 1
 
 
+@pytest.mark.parametrize("fmt", ["safetensors", "npz"])
+def test_inspect_escapes_names_of_other_formats(backend, tmp_path, fmt):
+    """The same for safetensors and .npz files: their names are data too."""
+    import ptth.convert as pc
+
+    path = tmp_path / f"evil.{fmt}"
+    names = ["a\nforged line", "\x1b[31mred", "bidi\u202e"]
+    pc.save_model({n: np.zeros(1, np.float32) for n in names}, path, format=fmt)
+    out = run(backend, "inspect", path)
+    assert out.returncode == 0, out.stderr
+    assert "\x1b" not in out.stdout and "\u202e" not in out.stdout
+    assert "a\\nforged line" in out.stdout and "\\x1b[31mred" in out.stdout
+
+
 @pytest.mark.parametrize(
     "content, reason",
     [

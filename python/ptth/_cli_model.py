@@ -20,7 +20,14 @@ import numpy as np
 import ptth
 
 from . import convert as pc
-from ._cli_util import human_size, parse_size, print_tensor_table, relabel_arg, shape_text
+from ._cli_util import (
+    escape_name,
+    human_size,
+    parse_size,
+    print_tensor_table,
+    relabel_arg,
+    shape_text,
+)
 from .errors import PTTHError
 
 _FORMATS = list(pc.FORMATS)
@@ -108,7 +115,9 @@ def _policy(args) -> dict:
 def inspect_foreign(path, fmt: str) -> int:
     """Print a safetensors or .npz file's tensors as ``ptth inspect`` prints a PTTH file."""
     tensors, metadata, fmt = pc.read_tensors(path, format=fmt)
-    rows = [(name, shape_text(t.shape), t.dtype, t.nbytes) for name, t in tensors.items()]
+    rows = [
+        (escape_name(name), shape_text(t.shape), t.dtype, t.nbytes) for name, t in tensors.items()
+    ]
     print(f"format: {fmt}")
     for key, value in metadata.items():
         print(f"metadata: {key} = {value}")
