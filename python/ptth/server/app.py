@@ -233,17 +233,17 @@ class Server:
         self.config = config
         self.clients = _Tokens(config.client_tokens)
         self.admin = _Tokens([config.admin_token])
+        # Decodes need no limit of their own: the aggregator caps an upload at the most
+        # a valid update of its template can be (max_decoded_size), as the body limit does.
         template = _model_io.load_model(config.model)
-        self.max_size = max_decoded_size(template)
         self.max_body = config.max_body or default_max_body(template)
         del template
         self.state = State(
             config.state,
             config.model,
-            add_batch=functools.partial(add_batch, max_size=self.max_size),
+            add_batch=add_batch,
             fsync=config.fsync,
             keep_key_rounds=config.keep_key_rounds,
-            max_size=self.max_size,
         )
         self.counters = _Counters()
         self.inflight = 0
@@ -338,7 +338,7 @@ class Server:
             else:
                 todo.append(i)
                 seen.add(e.key)
-        added = add_batch(st.aggregator, [batch[i].entry for i in todo], max_size=self.max_size)
+        added = add_batch(st.aggregator, [batch[i].entry for i in todo])
         ok, norms = [], {}
         for i, r in zip(todo, added):
             if isinstance(r, ptth.PTTHError):

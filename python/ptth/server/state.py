@@ -178,7 +178,6 @@ class State:
             server but not a crash of the machine).
         keep_key_rounds: idempotency keys of this many closed rounds are kept
             beside the open round's.
-        max_size: ``max_size`` of every decode on replay.
 
     Raises:
         StateError: the directory is damaged, incomplete or from another model.
@@ -198,13 +197,11 @@ class State:
         add_batch: AddBatch,
         fsync: bool = True,
         keep_key_rounds: int = 4,
-        max_size: int | None = None,
     ):
         self.dir = Path(directory)
         self.add_batch = add_batch
         self.fsync = fsync
         self.keep_key_rounds = keep_key_rounds
-        self.max_size = max_size
         # Updates, keys and models are the clients' data: the owner's alone.
         self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         (self.dir / "models").mkdir(parents=True, exist_ok=True)
