@@ -179,14 +179,24 @@ def test_bad_ptth_options_raise_at_construction(kw):
 
 
 @pytest.mark.parametrize("keyword", ["clip_norm", "max_norm"])
-def test_clipping_keywords_are_refused_until_the_aggregator_has_them(keyword):
-    supported = pf._strategy._supports(keyword)
-    if supported:  # the aggregator gained the keyword: it is passed on and validated by ptth
-        pf.FedAvg(**{keyword: 1.0})
-        return
-    with pytest.raises(TypeError, match=keyword):
-        pf.FedAvg(**{keyword: 1.0})
+def test_clipping_keywords_are_checked_by_ptth_at_construction(keyword):
+    pf.FedAvg(**{keyword: 1.0})
     pf.FedAvg(**{keyword: None})  # None is "off", never an error
+    with pytest.raises(ValueError, match=keyword):
+        pf.FedAvg(**{keyword: -1.0})
+
+
+def test_replies_are_clipped_and_norm_bounded_in_the_fold():
+    glob = {"w": np.zeros(4, np.float32)}
+    deltas = [np.array([3, 4, 0, 0], np.float32), np.array([0, 0, 0.3, 0.4], np.float32)]
+    records = [blob_record({"w": d}) for d in deltas]
+    _, arrays, _ = ours(glob, replies_for(glob, records, [1, 1]), clip_norm=1.0)
+    # norms 5 and 0.5: the first is scaled to norm 1, the second kept
+    want = (deltas[0] / 5 + deltas[1]) / 2
+    np.testing.assert_allclose(as_numpy(arrays)["w"], want, rtol=1e-6)
+    strategy, arrays, _ = ours(glob, replies_for(glob, records, [1, 1]), max_norm=1.0)
+    assert [r.reason for r in strategy.last_report.rejected] == ["norm_exceeded"]
+    np.testing.assert_allclose(as_numpy(arrays)["w"], deltas[1], rtol=1e-6)
 
 
 def test_aggregate_needs_the_rounds_global_model():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -62,12 +61,6 @@ class _Rejected(Exception):
         self.reason, self.detail = reason, detail
 
 
-def _supports(keyword: str) -> bool:
-    """Whether this ptth's Aggregator.add takes `keyword` by name (clipping arrives later)."""
-    params = inspect.signature(ptth.Aggregator.add).parameters
-    return keyword in params and params[keyword].kind is not inspect.Parameter.VAR_KEYWORD
-
-
 def _template(arrays: ArrayRecord | Mapping[str, Any]) -> dict:
     if isinstance(arrays, ArrayRecord):
         if any(a.stype == PTTH_STYPE for a in arrays.values()):
@@ -81,14 +74,6 @@ def _template(arrays: ArrayRecord | Mapping[str, Any]) -> dict:
             f"{type(arrays).__name__}"
         )
     return {k: np.asarray(v) for k, v in arrays.items()}
-
-
-def _blob_bound(template: dict) -> int:
-    """The largest blob a valid update of `template` can decode to: all float64, with headers."""
-    size = 12
-    for name, arr in template.items():
-        size += 4 + len(name.encode("utf-8")) + 4 + 4 * arr.ndim + 8 + 8 * arr.size
-    return size
 
 
 def _metric_shape(record: MetricRecord) -> tuple:
@@ -173,19 +158,12 @@ class FedAvg(_FlowerFedAvg):
         self.clip_kw: dict[str, Any] = {
             k: v for k, v in (("clip_norm", clip_norm), ("max_norm", max_norm)) if v is not None
         }
-        for keyword in self.clip_kw:
-            if not _supports(keyword):
-                raise TypeError(
-                    f"{keyword}={self.clip_kw[keyword]!r}: this ptth's "
-                    f"Aggregator.add has no {keyword} keyword (clipping arrives with "
-                    "the private-aggregation work); leave it None"
-                )
         self.loads_kw: dict[str, Any] = {"byteorder": byteorder, "relabel_float32": relabel_float32}
         self.max_size = max_size
         # ptth's own argument rules, once: an empty add on an empty aggregator checks them all.
         probe = ptth.Aggregator({}, accumulate=accumulate)
         probe.add(_EMPTY_BLOB, 1.0, kind=kind, max_size=max_size, **self.loads_kw, **self.clip_kw)
-        self._round: tuple[int, ptth.Aggregator, int] | None = None
+        self._round: tuple[int, ptth.Aggregator] | None = None
         self.last_report: RoundReport | None = None
 
     # -- the round's global model --------------------------------------------------
@@ -220,8 +198,7 @@ class FedAvg(_FlowerFedAvg):
         """
         template = _template(arrays)
         agg = ptth.Aggregator(template, accumulate=self.accumulate)
-        bound = self.max_size if self.max_size is not None else _blob_bound(template)
-        self._round = (server_round, agg, bound)
+        self._round = (server_round, agg)
 
     # -- aggregation -----------------------------------------------------------------
 
@@ -252,7 +229,7 @@ class FedAvg(_FlowerFedAvg):
                 f"global model (have {have}): call configure_train or "
                 "set_global_arrays for it first"
             )
-        _, agg, bound = self._round
+        _, agg = self._round
         self._round = None  # one aggregation per round; the accumulators go with this call
         report = RoundReport(server_round)
         self.last_report = report
@@ -283,7 +260,7 @@ class FedAvg(_FlowerFedAvg):
         for msg in replies:
             node = msg.metadata.src_node_id
             try:
-                update, weight, kind, loads_kw = self._prepare(msg, bound)
+                update, weight, kind, loads_kw = self._prepare(msg)
             except _Rejected as rej:
                 self._reject(report, node, rej.reason, rej.detail)
                 continue
@@ -315,7 +292,7 @@ class FedAvg(_FlowerFedAvg):
         arrays = ArrayRecord({k: Array(np.asarray(new.pop(k))) for k in list(new)})
         return arrays, self._metrics(kept, report)
 
-    def _prepare(self, msg: Message, bound: int) -> tuple[Any, float, str, dict]:
+    def _prepare(self, msg: Message) -> tuple[Any, float, str, dict]:
         """(update, weight, kind, loads options) of one reply, or _Rejected / PTTHError."""
         if msg.has_error():
             raise _Rejected("error_reply", f"code {msg.error.code}: {msg.error.reason}")
@@ -347,7 +324,10 @@ class FedAvg(_FlowerFedAvg):
                 kind, blob = record_blob(record)
             except ptth.PTTHError as err:
                 raise _Rejected("bad_ptth_record", err.message) from None
-            return blob, float(number), kind, {**self.loads_kw, "max_size": bound}
+            # Without max_size the aggregator caps a blob at the most a valid update of
+            # its template can decode to.
+            limit = {} if self.max_size is None else {"max_size": self.max_size}
+            return blob, float(number), kind, {**self.loads_kw, **limit}
         return ({k: numpy_view(a, k) for k, a in record.items()}, float(number), self.kind, {})
 
     def _fold(self, agg, updates: list, weights: list[float], kind: str, loads_kw: dict) -> list:
